@@ -1,0 +1,56 @@
+"""The padded batch the models consume, and the feature layout that describes it.
+
+Sequences are chronological (oldest event first) and right-padded. Categorical code 0 is
+padding; codes 1-3 are the unseen, rare and missing buckets; real values start at 4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+PAD, UNSEEN, RARE, MISSING = 0, 1, 2, 3
+N_SPECIAL = 4
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What each column of a batch means: enough to build a model without the data."""
+
+    categorical: dict[str, int]  # field name -> cardinality (including the special codes)
+    numeric: list[str] = field(default_factory=list)  # names of the float feature columns
+
+    def to_dict(self) -> dict:
+        return {"categorical": dict(self.categorical), "numeric": list(self.numeric)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureSpec":
+        return cls(categorical=dict(d["categorical"]), numeric=list(d["numeric"]))
+
+
+@dataclass
+class EventBatch:
+    """Per-field tensors of a batch of customers, padded to the longest sequence in it."""
+
+    categorical: torch.Tensor  # int64 [B, L, n_categorical]
+    numeric: torch.Tensor  # float32 [B, L, n_numeric]
+    lengths: torch.Tensor  # int64 [B], each >= 1
+    customer_index: torch.Tensor  # int64 [B], row of the customer in the sequence store
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """bool [B, L]: True where there is a real event."""
+        steps = torch.arange(self.categorical.shape[1], device=self.lengths.device)
+        return steps[None, :] < self.lengths[:, None]
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    def pin_memory(self) -> "EventBatch":
+        return EventBatch(
+            self.categorical.pin_memory(),
+            self.numeric.pin_memory(),
+            self.lengths.pin_memory(),
+            self.customer_index.pin_memory(),
+        )

@@ -1,0 +1,218 @@
+"""Encoders fitted on training customers and saved with the model as plain JSON.
+
+- categorical: frequency-ordered vocabulary, capped, with rare / unseen / missing buckets;
+- numeric: signed log1p, then robust standardisation (median, IQR), clipped, NaN flagged;
+- time: log gap since the previous event, cyclic hour-of-day and day-of-week, log age of the
+  event relative to the customer's last event (or a cutoff).
+Unseen values at scoring time map to the unseen bucket, never to an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eventseg.artifacts import write_json
+from eventseg.data.batch import MISSING, N_SPECIAL, RARE, UNSEEN, FeatureSpec
+from eventseg.data.schema import EventSchema
+
+FORMAT_VERSION = 1
+_FIT_SAMPLE = 1_000_000  # quantiles from a sample this size are exact to ~1e-3; full sorts cost seconds
+TIME_FEATURES = ("time_log_gap", "time_first_event", "time_hour_sin", "time_hour_cos", "time_week_sin", "time_week_cos", "time_log_age")
+
+
+@dataclass
+class CategoricalEncoder:
+    """Maps values to codes: frequent values get their own code, the rest share buckets."""
+
+    vocabulary: list[str]  # most frequent first; code = N_SPECIAL + position
+    rare: list[str]  # seen in training, too rare for a code of their own
+
+    @classmethod
+    def fit(cls, values: pd.Series, max_size: int = 5000, min_count: int = 5) -> "CategoricalEncoder":
+        cat = _as_categorical(values)
+        counts = np.bincount(cat.codes[cat.codes >= 0], minlength=len(cat.categories))
+        names = cat.categories.astype(str).to_numpy()
+        seen = counts > 0
+        names, counts = names[seen], counts[seen]
+        order = np.lexsort((names, -counts))  # by count, ties by name, so the fit is deterministic
+        names, counts = names[order], counts[order]
+        keep = np.zeros(len(names), dtype=bool)
+        keep[:max_size] = True
+        keep &= counts >= min_count
+        return cls(vocabulary=names[keep].tolist(), rare=names[~keep].tolist())
+
+    @property
+    def cardinality(self) -> int:
+        return N_SPECIAL + len(self.vocabulary)
+
+    def transform(self, values: pd.Series) -> np.ndarray:
+        """Codes for every row: vocabulary codes, RARE, UNSEEN, or MISSING for nulls."""
+        cat = _as_categorical(values)
+        lookup = {v: N_SPECIAL + i for i, v in enumerate(self.vocabulary)}
+        lookup.update((v, RARE) for v in self.rare)
+        per_category = np.array(
+            [lookup.get(v, UNSEEN) for v in cat.categories.astype(str)] + [MISSING],
+            dtype=np.int32,
+        )
+        return per_category[cat.codes]  # code -1 (null) indexes the trailing MISSING
+
+    def to_dict(self) -> dict:
+        return {"vocabulary": self.vocabulary, "rare": self.rare}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CategoricalEncoder":
+        return cls(vocabulary=list(d["vocabulary"]), rare=list(d["rare"]))
+
+
+@dataclass
+class NumericScaler:
+    """Signed log1p then (x - median) / IQR, clipped; heavy tails stop dominating the loss."""
+
+    center: float
+    scale: float
+    clip: float = 5.0
+
+    @classmethod
+    def fit(cls, values: np.ndarray, clip: float = 5.0, seed: int = 0) -> "NumericScaler":
+        v = signed_log1p(np.asarray(values, dtype=np.float64))
+        v = v[np.isfinite(v)]
+        if len(v) > _FIT_SAMPLE:
+            v = np.random.default_rng(seed).choice(v, _FIT_SAMPLE, replace=False)
+        if len(v) == 0:
+            return cls(center=0.0, scale=1.0, clip=clip)
+        q25, center, q75 = np.percentile(v, [25, 50, 75])
+        scale = q75 - q25
+        if not scale > 1e-9:  # a mostly-constant field: fall back to spread, then to 1
+            scale = float(np.std(v)) if np.std(v) > 1e-9 else 1.0
+        return cls(center=float(center), scale=float(scale), clip=clip)
+
+    def transform(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled float32 values (NaN -> 0, the median) and a float32 missing flag."""
+        v = signed_log1p(np.asarray(values, dtype=np.float64))
+        missing = np.isnan(v)
+        v -= self.center
+        v /= self.scale
+        np.clip(v, -self.clip, self.clip, out=v)
+        v[missing] = 0.0
+        return v.astype(np.float32), missing.astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"center": self.center, "scale": self.scale, "clip": self.clip}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NumericScaler":
+        return cls(**d)
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+@dataclass
+class TimeEncoder:
+    """Time as the model should see it: gaps and ages on a log scale, clock and week as circles."""
+
+    gap: NumericScaler  # on hours since the previous event
+    age: NumericScaler  # on days before the reference time
+
+    @staticmethod
+    def raw(ts_seconds: np.ndarray, first: np.ndarray, reference_seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gap in hours (NaN at a customer's first event) and age in days, for sorted events."""
+        gap = np.empty(len(ts_seconds), dtype=np.float64)
+        gap[0] = np.nan
+        np.subtract(ts_seconds[1:], ts_seconds[:-1], out=gap[1:])
+        gap[first] = np.nan
+        gap /= 3600.0
+        age = (reference_seconds - ts_seconds) / 86400.0
+        return gap, age
+
+    @classmethod
+    def fit(cls, gap_hours: np.ndarray, age_days: np.ndarray) -> "TimeEncoder":
+        return cls(gap=NumericScaler.fit(gap_hours), age=NumericScaler.fit(age_days))
+
+    def transform(self, ts_seconds: np.ndarray, gap_hours: np.ndarray, age_days: np.ndarray) -> np.ndarray:
+        """float32 [n, len(TIME_FEATURES)]."""
+        out = np.empty((len(ts_seconds), len(TIME_FEATURES)), dtype=np.float32)
+        out[:, 0], out[:, 1] = self.gap.transform(gap_hours)
+        day_fraction = (ts_seconds % 86400) / 86400.0
+        week_fraction = (((ts_seconds // 86400) + 3) % 7 + day_fraction) / 7.0  # 1970-01-01 was a Thursday
+        out[:, 2] = np.sin(2 * np.pi * day_fraction)
+        out[:, 3] = np.cos(2 * np.pi * day_fraction)
+        out[:, 4] = np.sin(2 * np.pi * week_fraction)
+        out[:, 5] = np.cos(2 * np.pi * week_fraction)
+        out[:, 6] = self.age.transform(age_days)[0]
+        return out
+
+    def to_dict(self) -> dict:
+        return {"gap": self.gap.to_dict(), "age": self.age.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TimeEncoder":
+        return cls(gap=NumericScaler.from_dict(d["gap"]), age=NumericScaler.from_dict(d["age"]))
+
+
+@dataclass
+class EventEncoders:
+    """Everything needed to turn raw events into model features, for training and scoring alike."""
+
+    schema: EventSchema
+    categorical: dict[str, CategoricalEncoder]
+    numeric: dict[str, NumericScaler]
+    time: TimeEncoder
+
+    @property
+    def numeric_features(self) -> list[str]:
+        """Float columns in store order: each numeric field, its missing flag, then time features."""
+        names = []
+        for col in self.schema.numeric:
+            names += [col, f"{col}__missing"]
+        return names + list(TIME_FEATURES)
+
+    @property
+    def feature_spec(self) -> FeatureSpec:
+        return FeatureSpec(
+            categorical={c: enc.cardinality for c, enc in self.categorical.items()},
+            numeric=self.numeric_features,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "schema": self.schema.to_dict(),
+            "categorical": {c: e.to_dict() for c, e in self.categorical.items()},
+            "numeric": {c: s.to_dict() for c, s in self.numeric.items()},
+            "time": self.time.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EventEncoders":
+        if d.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"encoders have format_version {d.get('format_version')!r}; this eventseg reads "
+                f"version {FORMAT_VERSION}. Re-run prepare/train with this version."
+            )
+        return cls(
+            schema=EventSchema.from_config(d["schema"]),
+            categorical={c: CategoricalEncoder.from_dict(e) for c, e in d["categorical"].items()},
+            numeric={c: NumericScaler.from_dict(s) for c, s in d["numeric"].items()},
+            time=TimeEncoder.from_dict(d["time"]),
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_json(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "EventEncoders":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _as_categorical(values: pd.Series) -> pd.Categorical:
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.array
+    return pd.Categorical(values)

@@ -1,0 +1,36 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from eventseg.data.schema import EventSchema
+
+
+def make_events(n_customers: int = 50, events_per_customer: int = 20, seed: int = 0) -> pd.DataFrame:
+    """Small shuffled event log with every field type the contract allows."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 2 * events_per_customer, n_customers)
+    ids = np.repeat(np.arange(1000, 1000 + n_customers), counts)
+    n = len(ids)
+    ts = pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 300 * 86400, n), unit="s")
+    event_type = rng.choice(["view", "cart", "purchase"], n, p=[0.6, 0.25, 0.15])
+    amount = np.where(event_type == "purchase", rng.lognormal(3, 1, n), np.nan)
+    df = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "ts": ts,
+            "event_type": event_type,
+            "category": rng.choice([f"cat{i}" for i in range(12)], n),
+            "amount": amount,
+        }
+    )
+    return df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.fixture
+def schema() -> EventSchema:
+    return EventSchema(categorical=("event_type", "category"), numeric=("amount",))
+
+
+@pytest.fixture
+def events() -> pd.DataFrame:
+    return make_events()
