@@ -33,7 +33,9 @@ def read_events(source: str | os.PathLike | pd.DataFrame, schema: EventSchema) -
 
 
 def _read_parquet(path: Path, schema: EventSchema) -> pa.Table:
-    dataset = ds.dataset(path, format="parquet", exclude_invalid_files=True)
+    # categoricals straight from Parquet's dictionary pages: no per-row strings are built
+    fmt = ds.ParquetFileFormat(read_options={"dictionary_columns": list(schema.categorical)})
+    dataset = ds.dataset(path, format=fmt, exclude_invalid_files=True)
     _require_columns(dataset.schema.names, schema, str(path))
     return dataset.to_table(columns=schema.columns)
 

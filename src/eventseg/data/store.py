@@ -135,7 +135,7 @@ class SequenceStore:
         with atomic_path(path) as tmp:
             tmp.mkdir()
             for name in _ARRAYS:
-                np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
+                np.save(tmp / f"{name}.npy", getattr(self, name))
             meta = {
                 "format": STORE_FORMAT,
                 "n_customers": self.n_customers,
@@ -178,11 +178,12 @@ def build_store(df: pd.DataFrame, encoders: EventEncoders, max_len: int, events:
     counts = np.minimum(events.counts, max_len)
 
     cat_dtype = np.int16 if all(e.cardinality < 2**15 for e in encoders.categorical.values()) else np.int32
-    categorical = np.empty((len(rows), len(schema.categorical)), dtype=cat_dtype)
+    # column-major: each field is filled (and later gathered) as one contiguous run
+    categorical = np.empty((len(rows), len(schema.categorical)), dtype=cat_dtype, order="F")
     for j, col in enumerate(schema.categorical):
         categorical[:, j] = encoders.categorical[col].transform(df[col])[rows]
 
-    numeric = np.empty((len(rows), len(encoders.numeric_features)), dtype=np.float32)
+    numeric = np.empty((len(rows), len(encoders.numeric_features)), dtype=np.float32, order="F")
     for j, col in enumerate(schema.numeric):
         raw = df[col].to_numpy(dtype=np.float64)[rows]
         numeric[:, 2 * j], numeric[:, 2 * j + 1] = encoders.numeric[col].transform(raw)
