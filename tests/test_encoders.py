@@ -66,6 +66,7 @@ def test_encoders_round_trip_through_json(tmp_path, events, schema):
     for col in schema.categorical:
         np.testing.assert_array_equal(back.categorical[col].transform(events[col]), enc.categorical[col].transform(events[col]))
     assert back.feature_spec == enc.feature_spec
+    assert list(back.feature_spec.categorical) == list(schema.categorical)  # column order, not JSON key order
 
 
 def test_wrong_format_version_is_refused(events, schema):

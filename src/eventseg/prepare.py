@@ -113,10 +113,7 @@ def fit_encoders(
             c: CategoricalEncoder.fit(df[c].iloc[rows], max_size=options.max_vocab, min_count=options.min_count)
             for c in schema.categorical
         },
-        numeric={
-            c: NumericScaler.fit(df[c].to_numpy(dtype=np.float64)[rows], clip=options.numeric_clip)
-            for c in schema.numeric
-        },
+        numeric={c: NumericScaler.fit(df[c].to_numpy()[rows], clip=options.numeric_clip) for c in schema.numeric},
         time=TimeEncoder.fit(events.gap_hours[fit_rows], events.age_days[fit_rows]),
     )
 

@@ -183,7 +183,7 @@ class EventEncoders:
     @property
     def feature_spec(self) -> FeatureSpec:
         return FeatureSpec(
-            categorical={c: enc.cardinality for c, enc in self.categorical.items()},
+            categorical={c: self.categorical[c].cardinality for c in self.schema.categorical},  # store column order
             numeric=self.numeric_features,
         )
 

@@ -93,6 +93,13 @@ class SequenceStore:
     categorical_fields: list[str]
     numeric_features: list[str]
     max_len: int
+    path: Path | None = None  # set when loaded from disk: lets the store pickle as a re-open
+
+    def __reduce__(self):
+        """A memory-mapped store pickles as its path (DataLoader workers re-map, never copy)."""
+        if self.path is not None and isinstance(self.offsets, np.memmap):
+            return (SequenceStore.load, (self.path,))
+        return super().__reduce__()
 
     @property
     def n_customers(self) -> int:
@@ -162,6 +169,7 @@ class SequenceStore:
             categorical_fields=meta["categorical_fields"],
             numeric_features=meta["numeric_features"],
             max_len=meta["max_len"],
+            path=path if mmap else None,
         )
 
 

@@ -1,0 +1,247 @@
+"""The sequence autoencoder: events -> customer embedding z -> reconstructed events."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from eventseg.data.batch import UNSEEN, EventBatch, FeatureSpec
+from eventseg.models.decoder import DECODERS, OutputHeads
+from eventseg.models.event_encoder import EventEncoder
+from eventseg.models.losses import ReconstructionLoss
+from eventseg.models.sequence_encoder import SEQUENCE_ENCODERS
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def _plain(obj: Any) -> Any:
+    """Hydra DictConfig/ListConfig -> dicts and lists, so checkpoints load with
+    torch.load(weights_only=True), which refuses arbitrary classes."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(_plain(v) for v in obj)
+    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def drop_events(
+    events: torch.Tensor, mask: torch.Tensor, drop_prob: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Randomly remove events, keeping order, and left-align the survivors.
+
+    Each sequence keeps at least its most recent event. Runs on the device with no host
+    sync: a stable sort moves kept positions to the front.
+    """
+    keep = mask & (torch.rand(mask.shape, device=mask.device) >= drop_prob)
+    lengths = mask.sum(1)
+    steps = torch.arange(mask.shape[1], device=mask.device)
+    keep = keep | (~keep.any(1, keepdim=True) & (steps[None, :] == lengths[:, None] - 1))
+    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
+    kept = events.gather(1, order.unsqueeze(-1).expand_as(events))
+    return kept, keep.sum(1)
+
+
+class SequenceAutoencoder(L.LightningModule):
+    """Encodes each customer's event sequence into z (the embedding) and decodes it back.
+
+    All constructor arguments are plain values, stored with `save_hyperparameters()`, so a
+    checkpoint rebuilds the model on its own; `data_state` (the data layer's schema and
+    fitted encoders) rides along for the same reason. It is never interpreted here, but it
+    must hold plain Python values (Hydra containers are converted): Lightning loads
+    checkpoints with torch.load(weights_only=True), which rejects numpy arrays and classes.
+
+    encoder / decoder: "gru" or "transformer" (keys of SEQUENCE_ENCODERS / DECODERS);
+    encoder_options / decoder_options: extra keyword arguments for those classes, e.g.
+    {"pool": "cls", "positions": "learned"} or {"n_memory": 8}.
+    corruption: {"mask_prob": p, "drop_prob": q}, training only. Masked categorical codes
+    become UNSEEN, which also trains the unseen bucket's embedding (the vocabularies are
+    fitted on training data, so the bucket would otherwise never appear); masked numerics
+    become 0, the standardised median. Dropped events vanish from the encoder's input but
+    are still reconstructed.
+    warmup_steps: linear warm-up length; a value below 1 is a fraction of all training steps.
+    """
+
+    def __init__(
+        self,
+        feature_spec: dict,
+        encoder: str = "gru",
+        decoder: str = "gru",
+        d_model: int = 128,
+        embedding_dim: int = 64,
+        num_layers: int = 1,
+        n_heads: int = 4,
+        dropout: float = 0.1,
+        encoder_options: dict | None = None,
+        decoder_options: dict | None = None,
+        loss_weights: dict | None = None,
+        corruption: dict | None = None,
+        lr: float = 2e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: float = 0.05,
+        data_state: dict | None = None,
+    ):
+        super().__init__()
+        # Reassigned before save_hyperparameters(), which reads this frame's locals.
+        feature_spec, encoder_options, decoder_options = map(_plain, (feature_spec, encoder_options, decoder_options))
+        loss_weights, corruption, data_state = map(_plain, (loss_weights, corruption, data_state))
+        # The logger gets the hyperparameters without data_state (see on_fit_start).
+        self.save_hyperparameters(logger=False)
+
+        if encoder not in SEQUENCE_ENCODERS:
+            raise ValueError(f"unknown encoder {encoder!r}; choose from {sorted(SEQUENCE_ENCODERS)}")
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; choose from {sorted(DECODERS)}")
+        corruption = dict(corruption or {})
+        unknown = set(corruption) - {"mask_prob", "drop_prob"}
+        if unknown:
+            raise ValueError(f"unknown corruption keys {sorted(unknown)}; use mask_prob and drop_prob")
+        self.mask_prob = float(corruption.get("mask_prob", 0.0))
+        self.drop_prob = float(corruption.get("drop_prob", 0.0))
+
+        self.spec = FeatureSpec.from_dict(feature_spec)
+        self.event_encoder = EventEncoder(self.spec, d_model, dropout)
+        self.sequence_encoder = SEQUENCE_ENCODERS[encoder](
+            d_model=d_model, num_layers=num_layers, n_heads=n_heads, dropout=dropout, **(encoder_options or {})
+        )
+        self.bottleneck = nn.Linear(self.sequence_encoder.out_dim, embedding_dim)
+        self.decoder = DECODERS[decoder](
+            embedding_dim=embedding_dim, d_model=d_model, num_layers=num_layers, n_heads=n_heads,
+            dropout=dropout, **(decoder_options or {}),
+        )
+        self.heads = OutputHeads(self.spec, d_model)
+        self.loss_fn = ReconstructionLoss(self.spec, loss_weights)
+        self._events_seen: torch.Tensor | None = None
+
+    # ---- model -------------------------------------------------------------------------
+
+    def _encode(self, batch: EventBatch, corrupt: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (z, encoded events for the decoder)."""
+        mask = batch.mask
+        categorical = batch.categorical
+        # Padding values never reach the model, whatever the data layer put there.
+        numeric = torch.where(mask.unsqueeze(-1), batch.numeric, 0.0)
+        if corrupt and self.mask_prob > 0:
+            hit = (torch.rand(categorical.shape, device=mask.device) < self.mask_prob) & mask.unsqueeze(-1)
+            categorical = categorical.masked_fill(hit, UNSEEN)
+            numeric = numeric.masked_fill(torch.rand(numeric.shape, device=mask.device) < self.mask_prob, 0.0)
+        events = self.event_encoder(categorical, numeric)
+        inputs, lengths = events, batch.lengths
+        if corrupt and self.drop_prob > 0:
+            inputs, lengths = drop_events(events, mask, self.drop_prob)
+        pooled = self.sequence_encoder(inputs, lengths)
+        # z is the product: computed in full precision even under bf16 autocast (tiny matmul).
+        with torch.autocast(device_type=pooled.device.type, enabled=False):
+            z = self.bottleneck(pooled.to(self.bottleneck.weight.dtype))
+        return z, events
+
+    def encode(self, batch: EventBatch) -> torch.Tensor:
+        """Customer embeddings z [B, embedding_dim], never corrupted; call in eval mode."""
+        return self._encode(batch, corrupt=False)[0]
+
+    def forward(self, batch: EventBatch) -> dict:
+        """{"z", "logits": {field: [B, L, card]}, "numeric": [B, L, F]}; corrupted when training."""
+        z, events = self._encode(batch, corrupt=self.training)
+        out = self.heads(self.decoder(z, events, batch.lengths))
+        out["z"] = z
+        return out
+
+    # ---- Lightning hooks -----------------------------------------------------------------
+
+    @property
+    def events_seen(self) -> int:
+        """Real events trained on since this fit started (for events/s); one host sync."""
+        return 0 if self._events_seen is None else int(self._events_seen)
+
+    def on_fit_start(self) -> None:
+        hparams = {k: v for k, v in self.hparams.items() if k != "data_state"}
+        for logger in self.loggers:
+            logger.log_hyperparams(hparams)
+
+    def on_train_start(self) -> None:
+        self._events_seen = None
+
+    def training_step(self, batch: EventBatch, batch_idx: int) -> torch.Tensor:
+        out = self(batch)
+        loss, losses, _ = self.loss_fn(out, batch)
+        # Checked before backward, so a bad batch never reaches the weights. One host sync.
+        if not torch.isfinite(loss):
+            self._raise_diverged(loss, losses, batch, batch_idx)
+        n = batch.lengths.sum()
+        self._events_seen = n if self._events_seen is None else self._events_seen + n
+        size = len(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        # Each self.log call costs ~0.1-0.3 ms of CPU, too much per field on every fast GPU
+        # step, so the per-field terms are logged only on the steps the logger writes.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            for name, value in losses.items():
+                self.log(f"train/loss_{name}", value, batch_size=size)
+        return loss
+
+    def _raise_diverged(self, loss, losses, batch: EventBatch, batch_idx: int) -> None:
+        bad_fields = [name for name, value in losses.items() if not torch.isfinite(value)]
+        real = batch.numeric[batch.mask]
+        bad_inputs = {
+            name: int((~torch.isfinite(real[:, j])).sum())
+            for j, name in enumerate(self.spec.numeric)
+            if not torch.isfinite(real[:, j]).all()
+        }
+        hint = (
+            f" The batch itself holds non-finite numeric inputs (column: count) {bad_inputs}: "
+            "check the data preparation."
+            if bad_inputs
+            else " Inputs are finite: lower the learning rate (now "
+            f"{self.hparams.lr}), keep gradient clipping on, or try precision 32 to rule out overflow."
+        )
+        raise TrainingDivergedError(
+            f"Training diverged: loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} "
+            f"(global step {self.global_step}); non-finite terms: {bad_fields}.{hint}"
+        )
+
+    def validation_step(self, batch: EventBatch, batch_idx: int) -> None:
+        loss, losses, accs = self.loss_fn(self(batch), batch, with_accuracy=True)
+        size = len(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        for name, value in losses.items():
+            self.log(f"val/loss_{name}", value, batch_size=size, sync_dist=True)
+        for name, value in accs.items():
+            self.log(f"val/acc_{name}", value, batch_size=size, sync_dist=True)
+
+    def predict_step(self, batch: EventBatch, batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"customer_index": batch.customer_index, "embedding": self.encode(batch).float()}
+
+    def configure_optimizers(self):
+        """AdamW, no decay on biases, norms and embedding tables; linear warm-up, cosine to 0."""
+        embedding_params = {id(p) for m in self.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 and id(p) not in embedding_params else no_decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.hparams.lr,
+            fused=self.device.type == "cuda",
+        )
+        total = float(self.trainer.estimated_stepping_batches)
+        warmup = self.hparams.warmup_steps
+        if warmup < 1:
+            warmup = warmup * total if math.isfinite(total) else 0.0
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if not math.isfinite(total):
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
