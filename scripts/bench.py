@@ -89,12 +89,99 @@ def bench_prepare(args) -> dict:
     return {"benchmark": "prepare", "target": "20M events < 20 s, peak < 3x raw columns", "results": rows}
 
 
+class _StepTimer:
+    """Times training steps after a warm-up, excluding Lightning's set-up and tear-down."""
+
+    def __init__(self, warmup: int):
+        import lightning as L
+
+        class Timer(L.Callback):
+            def __init__(inner):
+                inner.start = inner.end = None
+
+            def on_train_batch_start(inner, trainer, *a):
+                if trainer.global_step == warmup:
+                    inner.start = time.perf_counter()
+
+            def on_train_batch_end(inner, trainer, *a):
+                inner.end = time.perf_counter()
+
+        self.callback = Timer()
+
+    @property
+    def seconds(self) -> float:
+        return self.callback.end - self.callback.start
+
+
+def train_throughput(model_cfg: str, batch_size: int, seq_len: int, steps: int, accelerator: str,
+                     precision: str = "32-true", compile: bool = False) -> dict:
+    """Training events/s of a model on random full-length batches (no padding)."""
+    import lightning as L
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from eventseg.data.batch import EventBatch
+    from eventseg.models.autoencoder import SequenceAutoencoder
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"model={model_cfg}"])
+    options = {k: v for k, v in cfg.model.items() if k != "name"}
+    spec = {"categorical": {"event_type": 8, "category": 34, "channel": 7}, "numeric": [f"x{i}" for i in range(9)]}
+    model = SequenceAutoencoder(feature_spec=spec, **options)
+    if compile:
+        model.compile()
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        EventBatch(
+            categorical=torch.stack([torch.randint(4, c, (batch_size, seq_len), generator=g) for c in spec["categorical"].values()], -1),
+            numeric=torch.randn(batch_size, seq_len, len(spec["numeric"]), generator=g),
+            lengths=torch.full((batch_size,), seq_len),
+            customer_index=torch.arange(batch_size),
+        )
+        for _ in range(4)
+    ]
+    warmup = 3
+    loader = torch.utils.data.DataLoader([batches[i % 4] for i in range(steps + warmup)], batch_size=None)
+    timer = _StepTimer(warmup)
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=steps + warmup,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[timer.callback], limit_val_batches=0)
+    trainer.fit(model, train_dataloaders=loader)
+    events = steps * batch_size * seq_len
+    return {"model": model_cfg, "batch_size": batch_size, "seq_len": seq_len, "device": accelerator,
+            "precision": precision, "compile": compile, "steps": steps,
+            "events_per_second": round(events / timer.seconds)}
+
+
+def bench_train(args) -> dict:
+    import torch
+
+    rows = []
+    for model_cfg in ("gru_ae", "transformer_ae"):
+        for batch_size in (64, 256):
+            for seq_len in (50, 200):
+                steps = max(4, int(args.events // (batch_size * seq_len)))
+                rows.append(train_throughput(model_cfg, batch_size, seq_len, steps, "cpu"))
+                print(json.dumps(rows[-1]))
+    if torch.cuda.is_available():
+        for model_cfg in ("gru_ae", "transformer_ae"):
+            for compile in (False, True):
+                for batch_size, seq_len in ((256, 50), (1024, 50), (1024, 200)):
+                    rows.append(train_throughput(model_cfg, batch_size, seq_len, 50, "gpu", "bf16-mixed", compile))
+                    print(json.dumps(rows[-1]))
+    return {"benchmark": "train", "target": ">= 2M events/s for the default GRU on an H100 (bf16-mixed)",
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "results": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
     p = sub.add_parser("prepare", help="events/s and peak memory of validate+encode+store")
     p.add_argument("--sizes", default="1e6,5e6,2e7")
     p.add_argument("--out", default=None)
+    t = sub.add_parser("train", help="training events/s per model, batch size and sequence length")
+    t.add_argument("--events", type=float, default=4e5, help="events per CPU measurement")
+    t.add_argument("--out", default=None)
     w = sub.add_parser("_prepare_worker")
     w.add_argument("path")
     args = parser.parse_args()
@@ -102,7 +189,7 @@ def main() -> None:
     if args.name == "_prepare_worker":
         print(json.dumps(prepare_worker(args.path)))
         return
-    result = {"prepare": bench_prepare}[args.name](args)
+    result = {"prepare": bench_prepare, "train": bench_train}[args.name](args)
     result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}
     out = Path(args.out or f"bench_results/{args.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

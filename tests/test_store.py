@@ -100,3 +100,16 @@ def test_one_event_customers_are_kept(schema):
     assert store.lengths.tolist() == [1, 2]
     gap_flag = store.numeric[:, store.numeric_features.index("time_first_event")]
     assert gap_flag.tolist() == [1, 1, 0]
+
+
+def test_parallel_block_sort_equals_one_stable_sort(events, schema, monkeypatch):
+    import eventseg.data.store as store_module
+
+    dupes = pd.concat([events, events.iloc[:50]], ignore_index=True)  # ties keep input order
+    single = prepare_events(dupes, schema).store
+    monkeypatch.setattr(store_module, "_PARALLEL_SORT_MIN_ROWS", 0)
+    monkeypatch.setattr(store_module.os, "cpu_count", lambda: 3)
+    blocked = prepare_events(dupes, schema).store
+    np.testing.assert_array_equal(blocked.timestamps, single.timestamps)
+    np.testing.assert_array_equal(blocked.categorical, single.categorical)
+    np.testing.assert_array_equal(blocked.numeric, single.numeric)

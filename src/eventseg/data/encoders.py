@@ -140,9 +140,10 @@ class TimeEncoder:
     def fit(cls, gap_hours: np.ndarray, age_days: np.ndarray) -> "TimeEncoder":
         return cls(gap=NumericScaler.fit(gap_hours), age=NumericScaler.fit(age_days))
 
-    def transform(self, ts_seconds: np.ndarray, gap_hours: np.ndarray, age_days: np.ndarray) -> np.ndarray:
-        """float32 [n, len(TIME_FEATURES)]."""
-        out = np.empty((len(ts_seconds), len(TIME_FEATURES)), dtype=np.float32, order="F")
+    def transform(self, ts_seconds: np.ndarray, gap_hours: np.ndarray, age_days: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 [n, len(TIME_FEATURES)], written into `out` when given (no extra copy)."""
+        if out is None:
+            out = np.empty((len(ts_seconds), len(TIME_FEATURES)), dtype=np.float32, order="F")
         out[:, 0], out[:, 1] = self.gap.transform(gap_hours)
         # angles in float32 (SIMD sin/cos); 1970-01-01 was a Thursday, so +3 days puts Monday at 0
         week_seconds = np.remainder(ts_seconds + 3 * 86400, 7 * 86400).astype(np.float32)

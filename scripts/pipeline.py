@@ -1,0 +1,21 @@
+"""The main job, end to end: python scripts/pipeline.py [overrides...]
+
+With no arguments it runs on the built-in synthetic customers (generated on first use).
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from eventseg.pipeline import run_pipeline
+
+
+@hydra.main(config_path="../configs", config_name="pipeline", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    outputs = run_pipeline(cfg)
+    print("outputs:")
+    for name, path in outputs.items():
+        print(f"  {name:<12} {path}")
+
+
+if __name__ == "__main__":
+    main()
