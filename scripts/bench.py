@@ -1,4 +1,4 @@
-"""Benchmarks that write JSON: python scripts/bench.py prepare [--sizes 1e6,5e6,2e7]
+"""Benchmarks that write JSON: python scripts/bench.py prepare|train|embed [options]
 
 Each measurement runs in a fresh subprocess so peak memory (ru_maxrss) belongs to it alone.
 Results go to bench_results/<name>.json (or --out).
@@ -173,6 +173,57 @@ def bench_train(args) -> dict:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "results": rows}
 
 
+def random_events(n_customers: int, per_customer: int, seed: int = 0) -> pd.DataFrame:
+    """Exactly `per_customer` events per customer over a year, shuffled, synthetic columns."""
+    rng = np.random.default_rng(seed)
+    n = n_customers * per_customer
+    event_type = rng.choice(np.array(["view", "cart", "purchase", "return"]), n, p=[0.6, 0.2, 0.15, 0.05])
+    df = pd.DataFrame({
+        "customer_id": np.repeat(np.arange(1, n_customers + 1, dtype=np.int64) * 7919, per_customer),
+        "ts": pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 365 * 86400, n), unit="s"),
+        "event_type": pd.Categorical(event_type),
+        "category": pd.Categorical(rng.choice(np.array([f"cat{i:02d}" for i in range(30)]), n)),
+        "channel": pd.Categorical(rng.choice(np.array(["app", "web", "store"]), n)),
+        "amount": np.where(event_type == "purchase", rng.lognormal(3, 1, n), np.nan),
+    })
+    return df.iloc[rng.permutation(n)].reset_index(drop=True)
+
+
+def bench_embed(args) -> dict:
+    """Customers/s of inference with the default GRU (untrained: weights do not change speed)."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from eventseg.data.schema import EventSchema
+    from eventseg.embed import Embedder
+    from eventseg.models.autoencoder import SequenceAutoencoder
+    from eventseg.prepare import encode_events, prepare_events
+
+    schema = EventSchema(categorical=("event_type", "category", "channel"), numeric=("amount",))
+    events = random_events(args.customers, args.events_per_customer)
+    encoders = prepare_events(events.iloc[:1_000_000], schema, max_len=200).encoders
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
+        model_cfg = {k: v for k, v in compose(config_name="train").model.items() if k != "name"}
+    torch.manual_seed(0)
+    model = SequenceAutoencoder(feature_spec=encoders.feature_spec.to_dict(), **model_cfg)
+    t = time.perf_counter()
+    store = encode_events(events, encoders, max_len=200)
+    encode_s = time.perf_counter() - t
+    rows = []
+    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+        embedder = Embedder(model, encoders, 200, device="cpu", batch_size=batch_size)
+        embedder.embed_store(store, np.arange(2 * batch_size))  # warm-up
+        t = time.perf_counter()
+        _, matrix = embedder.embed_store(store)
+        seconds = time.perf_counter() - t
+        rows.append({"batch_size": batch_size, "seconds": round(seconds, 2),
+                     "customers_per_second": round(store.n_customers / seconds)})
+        print(json.dumps(rows[-1]))
+    return {"benchmark": "embed", "target": ">= 5,000 customers/s (default GRU, 50 events each, this CPU)",
+            "customers": store.n_customers, "events": store.n_events, "torch_threads": torch.get_num_threads(),
+            "encode_events_seconds": round(encode_s, 2), "results": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
@@ -182,6 +233,11 @@ def main() -> None:
     t = sub.add_parser("train", help="training events/s per model, batch size and sequence length")
     t.add_argument("--events", type=float, default=4e5, help="events per CPU measurement")
     t.add_argument("--out", default=None)
+    e = sub.add_parser("embed", help="inference customers/s for the default GRU")
+    e.add_argument("--customers", type=int, default=100_000)
+    e.add_argument("--events-per-customer", type=int, default=50)
+    e.add_argument("--batch-sizes", default="128,256,1024")
+    e.add_argument("--out", default=None)
     w = sub.add_parser("_prepare_worker")
     w.add_argument("path")
     args = parser.parse_args()
@@ -189,7 +245,7 @@ def main() -> None:
     if args.name == "_prepare_worker":
         print(json.dumps(prepare_worker(args.path)))
         return
-    result = {"prepare": bench_prepare, "train": bench_train}[args.name](args)
+    result = {"prepare": bench_prepare, "train": bench_train, "embed": bench_embed}[args.name](args)
     result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}
     out = Path(args.out or f"bench_results/{args.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

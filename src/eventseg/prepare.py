@@ -18,7 +18,7 @@ from eventseg.data.labels import events_before
 from eventseg.data.schema import EventSchema
 from eventseg.data.split import SPLITS, TRAIN, assign_splits
 from eventseg.data.store import SequenceStore, SortedEvents, build_store, sort_events
-from eventseg.data.validate import count_duplicate_events, validate_events
+from eventseg.data.validate import EventDataError, count_duplicate_events, validate_events
 
 
 @dataclass
@@ -131,6 +131,8 @@ def encode_events(
     df, _ = validate_events(read_events(source, schema), schema, on_invalid)
     if cutoff is not None:
         df = events_before(df, schema, cutoff).reset_index(drop=True)
+        if len(df) == 0:
+            raise EventDataError([f"no events before the cutoff {cutoff}: nothing to encode; choose a later cutoff"])
     return build_store(df, encoders, max_len, sort_events(df, schema, reference_time=cutoff))
 
 
