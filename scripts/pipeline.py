@@ -3,6 +3,8 @@
 With no arguments it runs on the built-in synthetic customers (generated on first use).
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -18,4 +20,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = ["force=true" if a == "--force" else a for a in sys.argv]  # the usual flag spelling
     main()

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from eventseg.data.schema import EventSchema
+from eventseg.synthetic import generate_synthetic, write_synthetic
 
 
 def make_events(n_customers: int = 50, events_per_customer: int = 20, seed: int = 0) -> pd.DataFrame:
@@ -34,3 +35,11 @@ def schema() -> EventSchema:
 @pytest.fixture
 def events() -> pd.DataFrame:
     return make_events()
+
+
+@pytest.fixture(scope="session")
+def tiny_events(tmp_path_factory):
+    """300 synthetic customers (about 16k events) as a Parquet file, for training tests."""
+    out = tmp_path_factory.mktemp("synthetic")
+    write_synthetic(generate_synthetic(n_customers=300, seed=1), out)
+    return out / "events.parquet"

@@ -11,18 +11,10 @@ from hydra import compose, initialize_config_dir
 
 from eventseg.checkpoint import CheckpointError, load_checkpoint
 from eventseg.data.validate import EventDataError
-from eventseg.synthetic import generate_synthetic, write_synthetic
 from eventseg.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-
-
-@pytest.fixture(scope="module")
-def tiny_events(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synthetic")
-    write_synthetic(generate_synthetic(n_customers=300, seed=1), out)
-    return out / "events.parquet"
 
 
 def tiny_overrides(tmp_path: Path, events: Path) -> list[str]:

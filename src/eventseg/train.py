@@ -54,11 +54,12 @@ def build_model(cfg: DictConfig, prepared: PreparedData) -> L.LightningModule:
     )
 
 
-def train(cfg: DictConfig) -> TrainResult:
+def train(cfg: DictConfig, prepared: PreparedData | None = None) -> TrainResult:
+    """Train on `prepared`, or prepare the configured data first."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("ckpt_path"):
         load_checkpoint(cfg.ckpt_path)  # a clear error now beats a KeyError deep inside Lightning
-    prepared = prepared_data(cfg)
+    prepared = prepared if prepared is not None else prepared_data(cfg)
     model = build_model(cfg, prepared)
     datamodule = EventDataModule(prepared.store, prepared.splits, seed=cfg.seed, **cfg.loader)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]

@@ -25,6 +25,16 @@ def resolve_source(data_cfg: Mapping[str, Any]) -> str | pd.DataFrame:
     raise ValueError(f"unknown data.source {kind!r}; use one of: file, synthetic, completejourney")
 
 
+def source_files(data_cfg: Mapping[str, Any]) -> list[Path]:
+    """The files a source reads (generating the synthetic data first), for up-to-date checks."""
+    kind = data_cfg.get("source", "file")
+    if kind == "synthetic":
+        return [ensure_synthetic(data_cfg)]
+    if kind == "completejourney":
+        return [Path(data_cfg["raw_dir"]) / name for name in ("transactions_sample.parquet", "products.parquet")]
+    return [Path(data_cfg["path"])] if data_cfg.get("path") else []
+
+
 def ensure_synthetic(data_cfg: Mapping[str, Any]) -> Path:
     """Generate the built-in synthetic customers on first use, then reuse the files."""
     path = Path(data_cfg["path"])
