@@ -9,22 +9,38 @@ import pytest
 
 from test_train import ROOT, tiny_overrides
 
+STAGES = ("prepare", "train", "embed", "cluster", "propensity", "segments", "report")
+
 
 @pytest.mark.slow
 def test_pipeline_runs_skips_and_forces(tmp_path, tiny_events):
-    cmd = [sys.executable, str(ROOT / "scripts" / "pipeline.py"), *tiny_overrides(tmp_path, tiny_events), "trainer.max_epochs=1"]
+    labels = tiny_events.parent / "labels.parquet"
+    cmd = [sys.executable, str(ROOT / "scripts" / "pipeline.py"), *tiny_overrides(tmp_path, tiny_events),
+           "trainer.max_epochs=2", f"labels.path={labels}", "heads=logistic", "cluster.stability.n_resamples=2"]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     out = tmp_path / "run"
+    n_customers = pd.read_parquet(tiny_events).customer_id.nunique()
+
     emb = pd.read_parquet(out / "embeddings.parquet")
-    assert len(emb) == pd.read_parquet(tiny_events).customer_id.nunique()
+    assert len(emb) == n_customers
     assert json.loads((out / "embeddings.parquet.json").read_text())["rows"] == len(emb)
+    customers = pd.read_parquet(out / "customers.parquet")
+    assert len(customers) == n_customers and customers["customer_id"].is_unique  # everyone exactly once
+    assert {"segment", "segment_name", "membership_strength", "is_outlier", "p_purchase_within_30d",
+            "tier_churn_30d"} <= set(customers.columns)
+    segments = pd.read_parquet(out / "segments.parquet")
+    assert segments["size"].sum() == n_customers
+    assert (out / "segments.csv").exists() and (out / "report.html").exists()
+    metrics = json.loads((out / "propensity_metrics.json").read_text())
+    assert {"heads", "rfm_logistic", "aggregate_hgb"} <= set(metrics["test"]["purchase_within_30d"])
 
     second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    for stage in ("prepare", "train", "embed"):
+    for stage in STAGES:
         assert f"[{stage}] up to date, skipped" in second.stdout
 
     forced = subprocess.run(cmd + ["--force"], capture_output=True, text=True, cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr[-3000:]
-    assert "[train] running" in forced.stdout and "skipped" not in forced.stdout
+    assert all(f"[{stage}] running" in forced.stdout for stage in STAGES)
+    assert "skipped" not in forced.stdout

@@ -1,19 +1,34 @@
 """The end-to-end job: each stage is a pure function; this module only chains them and skips
-the stages whose outputs are already up to date (see `eventseg.stages`)."""
+the stages whose outputs are already up to date (see `eventseg.stages`).
+
+prepare → train → embed → cluster → propensity (when labels exist) → segments → report
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from eventseg.artifacts import write_json
-from eventseg.data.sources import source_files
-from eventseg.embed import embed_from_config
+from eventseg.artifacts import write_json, write_parquet, write_sidecar
+from eventseg.cluster import cluster_from_config
+from eventseg.data.io import read_events
+from eventseg.data.schema import EventSchema
+from eventseg.data.sources import resolve_source, source_files
+from eventseg.data.split import TEST
+from eventseg.embed import embed_from_config, load_embeddings
+from eventseg.features import aggregate_features
 from eventseg.prepare import PreparedData, prepare_from_config
+from eventseg.propensity import evaluate_propensity
+from eventseg.report import build_report
+from eventseg.segments import attach_names, build_customers, profile_segments
 from eventseg.stages import StageRunner
 from eventseg.train import train
+
+BASELINES = ("rfm_logistic", "aggregate_hgb")
 
 
 def _plain(value):
@@ -21,23 +36,131 @@ def _plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def _read_table(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"labels/truth file not found: {path}")
+    return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+
+
+def _events(cfg: DictConfig) -> pd.DataFrame:
+    return read_events(resolve_source(cfg.data), EventSchema.from_config(cfg.data))
+
+
 def run_pipeline(cfg: DictConfig) -> dict[str, Path]:
-    """prepare → train → embed; returns the paths of what it wrote."""
+    """Run every stage that is not up to date; returns the paths of the outputs."""
     out = Path(cfg.out_dir)
     runner = StageRunner(out, force=bool(cfg.get("force", False)))
-    prepared_dir = out / "prepared"
-    data_source = source_files(cfg.data)
+    data_files = source_files(cfg.data)
+    paths = {name: out / name for name in (
+        "prepared", "train_metrics.json", "embeddings.parquet", "clusters.parquet", "cluster_metrics.json",
+        "propensity_metrics.json", "propensity_scores.parquet", "customers.parquet", "segments.parquet", "report.html",
+    )}  # fmt: skip
+
     runner.run("prepare", lambda: prepare_from_config(cfg.data, out),
-               config=_plain(cfg.data), inputs=data_source, outputs=[prepared_dir])
+               config=_plain(cfg.data), inputs=data_files, outputs=[paths["prepared"]])
 
-    metrics_file = out / "train_metrics.json"
     train_config = {k: _plain(cfg[k]) for k in ("model", "trainer", "loader", "callbacks", "seed", "run_name", "compile")}
-    runner.run("train", lambda: train(cfg, PreparedData.load(prepared_dir)),
-               config=train_config, inputs=[prepared_dir], outputs=[metrics_file])
-    checkpoint = Path(json.loads(metrics_file.read_text())["best_checkpoint"])
+    runner.run("train", lambda: train(cfg, PreparedData.load(paths["prepared"])),
+               config=train_config, inputs=[paths["prepared"]], outputs=[paths["train_metrics.json"]])
+    checkpoint = Path(json.loads(paths["train_metrics.json"].read_text())["best_checkpoint"])
 
-    embeddings = out / "embeddings.parquet"
     embed_cfg = OmegaConf.create({"ckpt": str(checkpoint), "out_dir": str(out), "data": cfg.data, **_plain(cfg.embed)})
     runner.run("embed", lambda: write_json(embed_from_config(embed_cfg), out / "embed_metrics.json"),
-               config=_plain(embed_cfg), inputs=[checkpoint, *data_source], outputs=[embeddings])
-    return {"prepared": prepared_dir, "checkpoint": checkpoint, "train_metrics": metrics_file, "embeddings": embeddings}
+               config=_plain(embed_cfg), inputs=[checkpoint, *data_files], outputs=[paths["embeddings.parquet"]])
+
+    cluster_cfg = {"embeddings": str(paths["embeddings.parquet"]), "out_dir": str(out), "cluster": _plain(cfg.cluster)}
+    runner.run("cluster", lambda: cluster_from_config(cluster_cfg), config=cluster_cfg,
+               inputs=[paths["embeddings.parquet"]], outputs=[paths["clusters.parquet"], paths["cluster_metrics.json"]])
+
+    labels_cfg = _plain(cfg.labels)
+    has_labels = bool(labels_cfg.get("path") or cfg.data.get("cutoff"))
+    label_files = [Path(p) for p in (labels_cfg.get("path"), labels_cfg.get("truth_path")) if p]
+    if has_labels:
+        runner.run("propensity", lambda: propensity_stage(cfg, paths), config={**labels_cfg, "heads": _plain(cfg.heads)},
+                   inputs=[paths["embeddings.parquet"], *label_files, *data_files],
+                   outputs=[paths["propensity_metrics.json"], paths["propensity_scores.parquet"]])
+    else:
+        print("[propensity] no labels (labels.path or data.cutoff): segments get no propensity scores")
+    scored = [paths["propensity_scores.parquet"]] if has_labels else []
+    runner.run("segments", lambda: segments_stage(cfg, paths, has_labels), config={"labels": has_labels},
+               inputs=[paths["clusters.parquet"], *scored, *data_files],
+               outputs=[paths["customers.parquet"], paths["segments.parquet"]])
+    runner.run("report", lambda: report_stage(cfg, paths, has_labels), config={"labels": has_labels},
+               inputs=[paths["customers.parquet"], paths["segments.parquet"], paths["cluster_metrics.json"], *scored],
+               outputs=[paths["report.html"]])
+    return {"checkpoint": checkpoint, **{k: v for k, v in paths.items() if v.exists()}}
+
+
+def propensity_stage(cfg: DictConfig, paths: dict) -> None:
+    """Heads on the embeddings plus both baselines; scores for every customer."""
+    labels_cfg = cfg.labels
+    ids, matrix = load_embeddings(paths["embeddings.parquet"])
+    result = evaluate_propensity(
+        ids, matrix, _read_table(labels_cfg.path) if labels_cfg.get("path") else None, _events(cfg),
+        EventSchema.from_config(cfg.data), _plain(cfg.heads), seed=int(cfg.data.split.seed),
+        truth=_read_table(labels_cfg.truth_path) if labels_cfg.get("truth_path") else None,
+        cutoff=cfg.data.get("cutoff"), horizon_days=int(labels_cfg.horizon_days),
+        split_fractions=tuple(cfg.data.split.fractions),
+    )
+    id_col = cfg.data.id_col
+    scores = result["scores"].rename(columns={id_col: "customer_id"})
+    for name in BASELINES:  # kept beside the heads' scores for the report's gain and calibration charts
+        base = result["baseline_scores"][name]
+        for col in [c for c in base.columns if c.startswith(("p_", "pred_"))]:
+            scores[f"{name}__{col}"] = base[col].to_numpy()
+    labels = _read_table(labels_cfg.path) if labels_cfg.get("path") else None
+    if labels is not None:
+        labels = labels.rename(columns={id_col: "customer_id"})
+        binary = result["metrics"]["labels"]["binary"]
+        aligned = labels.drop_duplicates("customer_id").set_index("customer_id")[binary]
+        aligned.index = aligned.index.astype(str)
+        for label in binary:
+            scores[f"y__{label}"] = aligned[label].reindex(scores["customer_id"].astype(str)).to_numpy()
+    result["heads"].save(paths["propensity_metrics.json"].parent / "heads")
+    write_parquet(scores, paths["propensity_scores.parquet"])
+    write_sidecar(paths["propensity_scores.parquet"], rows=len(scores), heads=_plain(cfg.heads))
+    write_json(result["metrics"], paths["propensity_metrics.json"])
+
+
+def segments_stage(cfg: DictConfig, paths: dict, has_labels: bool) -> None:
+    clusters = pd.read_parquet(paths["clusters.parquet"])
+    scores = None
+    if has_labels:
+        all_scores = pd.read_parquet(paths["propensity_scores.parquet"])
+        scores = all_scores[["customer_id"] + [c for c in all_scores.columns if c.startswith(("p_", "pred_"))]]
+    schema = EventSchema.from_config(cfg.data)
+    features = aggregate_features(_events(cfg), schema, as_of=cfg.data.get("cutoff"))
+    customers = build_customers(clusters, scores)
+    monetary = f"{schema.numeric[0]}_sum" if schema.numeric else None
+    segments = profile_segments(customers, features, monetary)
+    customers = attach_names(customers, segments)
+    write_parquet(customers, paths["customers.parquet"])
+    write_sidecar(paths["customers.parquet"], rows=len(customers))
+    write_parquet(segments, paths["segments.parquet"])
+    write_sidecar(paths["segments.parquet"], rows=len(segments))
+    segments.to_csv(paths["segments.parquet"].with_suffix(".csv"), index=False)
+
+
+def report_stage(cfg: DictConfig, paths: dict, has_labels: bool) -> None:
+    ids, matrix = load_embeddings(paths["embeddings.parquet"])
+    customers = pd.read_parquet(paths["customers.parquet"])
+    segments = pd.read_parquet(paths["segments.parquet"])
+    propensity = None
+    if has_labels:
+        scores = pd.read_parquet(paths["propensity_scores.parquet"])
+        metrics = json.loads(paths["propensity_metrics.json"].read_text())
+        labels = [lab for lab in metrics["labels"]["binary"] if f"y__{lab}" in scores.columns]
+        test = scores[scores["split"] == "test"]
+        predictions = {}
+        for lab in labels:
+            known = test[f"y__{lab}"].notna()
+            predictions[lab] = {"y": test.loc[known, f"y__{lab}"].to_numpy(),
+                                "scores": {"heads": test.loc[known, f"p_{lab}"].to_numpy(),
+                                           **{b: test.loc[known, f"{b}__p_{lab}"].to_numpy() for b in BASELINES}}}
+        rows = [{"label": lab, "model": model, **{k: v for k, v in m.items() if isinstance(v, (int, float)) or v is None}}
+                for lab, per_model in metrics["test"].items() for model, m in per_model.items()]
+        propensity = {"labels": labels, "metrics": pd.DataFrame(rows), "predictions": predictions}
+    build_report(paths["report.html"], ids=np.asarray(ids), matrix=matrix, customers=customers, segments=segments,
+                 cluster_metrics=json.loads(paths["cluster_metrics.json"].read_text()), propensity=propensity,
+                 title=f"eventseg · {cfg.data.name}")
