@@ -1,4 +1,4 @@
-"""Benchmarks that write JSON: python scripts/bench.py prepare|train|embed [options]
+"""Benchmarks that write JSON: python scripts/bench.py prepare|train|embed|cluster [options]
 
 Each measurement runs in a fresh subprocess so peak memory (ru_maxrss) belongs to it alone.
 Results go to bench_results/<name>.json (or --out).
@@ -224,6 +224,60 @@ def bench_embed(args) -> dict:
             "encode_events_seconds": round(encode_s, 2), "results": rows}
 
 
+def planted_embeddings(n: int, dim: int = 64, k: int = 8, seed: int = 0):
+    """(ids, float32 [n, dim], truth): k unequal Gaussian segments in a 16-d subspace, 5%
+    background noise (truth -1) and a 10% clump of near-identical one-event customers (truth k)."""
+    rng = np.random.default_rng(seed)
+    n_noise, n_clump = int(0.05 * n), int(0.10 * n)
+    n_seg = n - n_noise - n_clump
+    y = rng.choice(k, n_seg, p=rng.dirichlet(np.full(k, 2.0)))
+    centers, spread = rng.normal(0, 4.0, (k, 16)), rng.uniform(0.5, 1.5, k)
+    z = centers[y] + rng.normal(0, 1, (n_seg, 16)) * spread[y, None]
+    z_noise = rng.uniform(z.min(0), z.max(0), (n_noise, 16))
+    W = rng.normal(0, 1 / 4, (16, dim))
+    X = np.empty((n, dim), dtype=np.float32)
+    X[:n_seg] = z @ W + rng.normal(0, 0.3, (n_seg, dim))
+    X[n_seg:n_seg + n_noise] = z_noise @ W + rng.normal(0, 0.3, (n_noise, dim))
+    X[n_seg + n_noise:] = rng.normal(0, 2, dim) + rng.normal(0, 1e-3, (n_clump, dim))
+    truth = np.concatenate([y, np.full(n_noise, -1), np.full(n_clump, k)])
+    perm = rng.permutation(n)
+    return np.arange(n, dtype=np.int64) + 10_000_000, X[perm], truth[perm]
+
+
+def cluster_worker(embeddings: str, out_dir: str) -> dict:
+    """The cluster stage end to end (load, fit on a sample, place everyone, stability, write)."""
+    t0 = time.perf_counter()
+    from eventseg.cluster import cluster_from_config
+
+    result = cluster_from_config({"embeddings": embeddings, "out_dir": out_dir, "cluster": {}})
+    return {"wall_seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(_peak_mb()),
+            **{k: result[k] for k in ("rows", "n_clusters", "noise_share", "stability_ari_mean", "seconds")}}
+
+
+def bench_cluster(args) -> dict:
+    from sklearn.metrics import adjusted_rand_score
+
+    from eventseg.embed import write_embeddings
+
+    rows = []
+    for n in [int(float(s)) for s in args.sizes.split(",")]:
+        ids, X, truth = planted_embeddings(n)
+        folder = CACHE / f"cluster_{n}"
+        write_embeddings(ids, X, folder / "embeddings.parquet")
+        del X
+        out = subprocess.run([sys.executable, __file__, "_cluster_worker", str(folder / "embeddings.parquet"), str(folder)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-3000:])
+        row = {"customers": n, **json.loads(out.stdout.strip().splitlines()[-1])}
+        labels = pd.read_parquet(folder / "clusters.parquet").set_index("customer_id").loc[ids, "cluster"].to_numpy()
+        both = (truth >= 0) & (labels >= 0)
+        row["ari_vs_planted_non_noise"] = round(float(adjusted_rand_score(truth[both], labels[both])), 4)
+        print(json.dumps(row))
+        rows.append(row)
+    return {"benchmark": "cluster", "target": "1M customers x 64 dims end to end < 5 min on 2 cores", "results": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
@@ -238,6 +292,12 @@ def main() -> None:
     e.add_argument("--events-per-customer", type=int, default=50)
     e.add_argument("--batch-sizes", default="128,256,1024")
     e.add_argument("--out", default=None)
+    c = sub.add_parser("cluster", help="cluster stage wall time and peak memory on planted embeddings")
+    c.add_argument("--sizes", default="1e5,1e6")
+    c.add_argument("--out", default=None)
+    cw = sub.add_parser("_cluster_worker")
+    cw.add_argument("embeddings")
+    cw.add_argument("out_dir")
     w = sub.add_parser("_prepare_worker")
     w.add_argument("path")
     args = parser.parse_args()
@@ -245,7 +305,11 @@ def main() -> None:
     if args.name == "_prepare_worker":
         print(json.dumps(prepare_worker(args.path)))
         return
-    result = {"prepare": bench_prepare, "train": bench_train, "embed": bench_embed}[args.name](args)
+    if args.name == "_cluster_worker":
+        print(json.dumps(cluster_worker(args.embeddings, args.out_dir)))
+        return
+    benches = {"prepare": bench_prepare, "train": bench_train, "embed": bench_embed, "cluster": bench_cluster}
+    result = benches[args.name](args)
     result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}
     out = Path(args.out or f"bench_results/{args.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
