@@ -1,6 +1,7 @@
 """The end-to-end job on tiny data: outputs, skipping of up-to-date stages, --force."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -15,7 +16,8 @@ STAGES = ("prepare", "train", "embed", "cluster", "propensity", "segments", "rep
 @pytest.mark.slow
 def test_pipeline_runs_skips_and_forces(tmp_path, tiny_events):
     labels = tiny_events.parent / "labels.parquet"
-    cmd = [sys.executable, str(ROOT / "scripts" / "pipeline.py"), *tiny_overrides(tmp_path, tiny_events),
+    shutil.copy(tiny_events, tmp_path / "events.parquet")  # reached through a config interpolation below
+    cmd = [sys.executable, str(ROOT / "scripts" / "pipeline.py"), *tiny_overrides(tmp_path, tiny_events), "data.path=${paths.root_dir}/events.parquet",
            "trainer.max_epochs=2", f"labels.path={labels}", "heads=logistic", "cluster.stability.n_resamples=2"]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -44,3 +46,23 @@ def test_pipeline_runs_skips_and_forces(tmp_path, tiny_events):
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert all(f"[{stage}] running" in forced.stdout for stage in STAGES)
     assert "skipped" not in forced.stdout
+
+    # score.py: unseen customers (new ids, an unseen category) get segments and scores, no retraining
+    events = pd.read_parquet(tiny_events)
+    new = events[events.customer_id.isin(events.customer_id.unique()[:25])].copy()
+    new["customer_id"] = new["customer_id"] + 10**9
+    new.loc[new.index[::3], "category"] = "brand_new_category"
+    new.to_parquet(tmp_path / "new_events.parquet")
+    checkpoint_mtime = (tmp_path / "checkpoints" / "events_gru_ae" / "best.ckpt").stat().st_mtime
+    scored = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "score.py"), f"run_dir={out}", "data=events",
+         f"data.path={tmp_path / 'new_events.parquet'}", f"paths.root_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    new_customers = pd.read_parquet(out / "scored" / "customers.parquet")
+    assert sorted(new_customers["customer_id"]) == sorted(new["customer_id"].unique())
+    assert new_customers["p_purchase_within_30d"].between(0, 1).all()
+    assert new_customers["segment_name"].notna().all()
+    assert set(new_customers["segment"]) <= set(segments["segment"])
+    assert (tmp_path / "checkpoints" / "events_gru_ae" / "best.ckpt").stat().st_mtime == checkpoint_mtime

@@ -65,7 +65,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Path]:
                config=train_config, inputs=[paths["prepared"]], outputs=[paths["train_metrics.json"]])
     checkpoint = Path(json.loads(paths["train_metrics.json"].read_text())["best_checkpoint"])
 
-    embed_cfg = OmegaConf.create({"ckpt": str(checkpoint), "out_dir": str(out), "data": cfg.data, **_plain(cfg.embed)})
+    embed_cfg = OmegaConf.create({"ckpt": str(checkpoint), "out_dir": str(out), "data": _plain(cfg.data), **_plain(cfg.embed)})
     runner.run("embed", lambda: write_json(embed_from_config(embed_cfg), out / "embed_metrics.json"),
                config=_plain(embed_cfg), inputs=[checkpoint, *data_files], outputs=[paths["embeddings.parquet"]])
 

@@ -19,10 +19,13 @@ CORE_PROFILE = ("recency", "frequency", "monetary", "tenure")
 Z95 = 1.96
 
 
-def build_customers(clusters: pd.DataFrame, scores: pd.DataFrame | None = None, tier_quantiles=(1 / 3, 2 / 3)) -> pd.DataFrame:
+def build_customers(clusters: pd.DataFrame, scores: pd.DataFrame | None = None, tier_quantiles=(1 / 3, 2 / 3),
+                    tier_cuts: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
     """One row per clustered customer: segment, strength, outlier flag, p_<label> and tiers.
 
-    Tiers cut each propensity at the given quantiles over all customers: low / medium / high.
+    Tiers cut each propensity at the given quantiles over these customers (low / medium /
+    high), or at fixed `tier_cuts` {p_<label>: (low_max, medium_max)}: scoring new customers
+    reuses the training population's cuts, so a tier means the same thing in every batch.
     """
     out = clusters.rename(columns={"cluster": "segment"}).copy()
     out["segment"] = np.where(out["is_noise"], UNSEGMENTED, out["segment"]).astype(np.int64)
@@ -32,10 +35,15 @@ def build_customers(clusters: pd.DataFrame, scores: pd.DataFrame | None = None, 
             raise ValueError("propensity scores hold a customer twice; expected one row per customer")
         out = out.merge(scores, on="customer_id", how="left", validate="one_to_one")
         for col in [c for c in scores.columns if c.startswith("p_")]:
-            cuts = out[col].quantile(list(tier_quantiles)).to_numpy()
+            cuts = tier_cuts[col] if tier_cuts else out[col].quantile(list(tier_quantiles)).to_numpy()
             tier = np.select([out[col] >= cuts[1], out[col] >= cuts[0]], ["high", "medium"], "low")
             out[f"tier_{col[2:]}"] = pd.Series(tier, index=out.index).where(out[col].notna())
     return out.drop(columns=["is_noise"])
+
+
+def tier_cut_points(customers: pd.DataFrame, tier_quantiles=(1 / 3, 2 / 3)) -> dict[str, tuple[float, float]]:
+    """The propensity values that separate the tiers in `customers`."""
+    return {c: tuple(customers[c].quantile(list(tier_quantiles)).tolist()) for c in customers.columns if c.startswith("p_")}
 
 
 def profile_segments(customers: pd.DataFrame, features: pd.DataFrame, monetary: str | None) -> pd.DataFrame:

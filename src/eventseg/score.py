@@ -1,0 +1,54 @@
+"""Score new or updated customers with a finished run, without retraining anything:
+events → embeddings (the run's checkpoint) → segments (its clusterer) → propensities (its heads)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from eventseg.artifacts import write_parquet, write_sidecar
+from eventseg.cluster import CLUSTERER_FILE, SegmentClusterer
+from eventseg.embed import Embedder
+from eventseg.features import rfm_features
+from eventseg.propensity import PropensityHeads
+from eventseg.segments import attach_names, build_customers, tier_cut_points
+
+
+def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.DataFrame, *, cutoff=None,
+                    device: str = "auto") -> pd.DataFrame:
+    """customers.parquet rows for the customers in `events`, using the run in `run_dir`."""
+    run = Path(run_dir)
+    metrics_file = run / "train_metrics.json"
+    if not metrics_file.exists():
+        raise FileNotFoundError(f"{run} holds no finished run (no train_metrics.json): run scripts/pipeline.py first")
+    embedder = Embedder.from_checkpoint(json.loads(metrics_file.read_text())["best_checkpoint"], device=device)
+    store = embedder.encode(events, cutoff=cutoff)
+    ids, matrix = embedder.embed_store(store)
+    clusters = SegmentClusterer.load(run / CLUSTERER_FILE).predict(matrix).to_frame(ids)
+
+    scores, tier_cuts = None, None
+    if (run / "heads").exists():
+        heads = PropensityHeads.load(run / "heads")
+        rfm = None
+        if heads.config["concat_rfm"]:
+            frame = events if isinstance(events, pd.DataFrame) else pd.read_parquet(events)
+            rfm = rfm_features(frame, embedder.encoders.schema, as_of=cutoff).reindex(ids)
+        scores = pd.concat([pd.DataFrame({"customer_id": ids}), heads.scores(matrix, rfm)], axis=1)
+        tier_cuts = tier_cut_points(pd.read_parquet(run / "customers.parquet"))
+    customers = build_customers(clusters, scores, tier_cuts=tier_cuts)
+    return attach_names(customers, pd.read_parquet(run / "segments.parquet"))
+
+
+def score_from_config(cfg) -> dict:
+    """scripts/score.py: run_dir + a data config of new events → <out> (customers.parquet)."""
+    from eventseg.data.sources import resolve_source
+
+    customers = score_customers(cfg.run_dir, resolve_source(cfg.data), cutoff=cfg.data.get("cutoff"), device=str(cfg.device))
+    out = Path(cfg.out)
+    write_parquet(customers, out)
+    write_sidecar(out, rows=len(customers), run_dir=str(cfg.run_dir), source=str(cfg.data.get("path") or cfg.data.get("source")))
+    counts = customers["segment_name"].value_counts()
+    return {"customers": str(out), "rows": len(customers), "segments": {str(k): int(v) for k, v in counts.items()}}
