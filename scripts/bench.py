@@ -114,7 +114,7 @@ class _StepTimer:
 
 
 def train_throughput(model_cfg: str, batch_size: int, seq_len: int, steps: int, accelerator: str,
-                     precision: str = "32-true", compile: bool = False) -> dict:
+                     precision: str = "32-true", compile: bool = False, objective: str = "reconstruction") -> dict:
     """Training events/s of a model on random full-length batches (no padding)."""
     import lightning as L
     import torch
@@ -124,8 +124,9 @@ def train_throughput(model_cfg: str, batch_size: int, seq_len: int, steps: int, 
     from eventseg.models.autoencoder import SequenceAutoencoder
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"model={model_cfg}"])
+        cfg = compose(config_name="train", overrides=[f"model={model_cfg}", f"objective={objective}"])
     options = {k: v for k, v in cfg.model.items() if k != "name"}
+    options.update(objectives=cfg.objective.weights, contrastive=cfg.objective.contrastive)
     spec = {"categorical": {"event_type": 8, "category": 34, "channel": 7}, "numeric": [f"x{i}" for i in range(9)]}
     model = SequenceAutoencoder(feature_spec=spec, **options)
     if compile:
@@ -148,7 +149,7 @@ def train_throughput(model_cfg: str, batch_size: int, seq_len: int, steps: int, 
                         enable_model_summary=False, callbacks=[timer.callback], limit_val_batches=0)
     trainer.fit(model, train_dataloaders=loader)
     events = steps * batch_size * seq_len
-    return {"model": model_cfg, "batch_size": batch_size, "seq_len": seq_len, "device": accelerator,
+    return {"model": model_cfg, "objective": objective, "batch_size": batch_size, "seq_len": seq_len, "device": accelerator,
             "precision": precision, "compile": compile, "steps": steps,
             "events_per_second": round(events / timer.seconds)}
 

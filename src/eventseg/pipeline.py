@@ -60,7 +60,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Path]:
     runner.run("prepare", lambda: prepare_from_config(cfg.data, out),
                config=_plain(cfg.data), inputs=data_files, outputs=[paths["prepared"]])
 
-    train_config = {k: _plain(cfg[k]) for k in ("model", "trainer", "loader", "callbacks", "seed", "run_name", "compile")}
+    train_config = {k: _plain(cfg[k]) for k in ("model", "objective", "trainer", "loader", "callbacks", "seed", "run_name", "compile")}
     runner.run("train", lambda: train(cfg, PreparedData.load(paths["prepared"])),
                config=train_config, inputs=[paths["prepared"]], outputs=[paths["train_metrics.json"]])
     checkpoint = Path(json.loads(paths["train_metrics.json"].read_text())["best_checkpoint"])

@@ -47,9 +47,12 @@ def build_model(cfg: DictConfig, prepared: PreparedData) -> L.LightningModule:
 
     options = OmegaConf.to_container(cfg.model, resolve=True)
     options.pop("name", None)
+    objective = OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else {}
     return SequenceAutoencoder(
         feature_spec=prepared.encoders.feature_spec.to_dict(),
         data_state=data_state(prepared.encoders, prepared.store.max_len),
+        objectives=objective.get("weights"),
+        contrastive=objective.get("contrastive"),
         **options,
     )
 

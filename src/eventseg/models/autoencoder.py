@@ -11,10 +11,14 @@ import torch
 from torch import nn
 
 from eventseg.data.batch import UNSEEN, EventBatch, FeatureSpec
+from eventseg.models.contrastive import contrastive_options, info_nce, subsequence_views
 from eventseg.models.decoder import DECODERS, OutputHeads
 from eventseg.models.event_encoder import EventEncoder
 from eventseg.models.losses import ReconstructionLoss
 from eventseg.models.sequence_encoder import SEQUENCE_ENCODERS
+
+
+OBJECTIVES = ("reconstruction", "contrastive")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -68,6 +72,12 @@ class SequenceAutoencoder(L.LightningModule):
     become 0, the standardised median. Dropped events vanish from the encoder's input but
     are still reconstructed.
     warmup_steps: linear warm-up length; a value below 1 is a fraction of all training steps.
+    objectives: {name: weight} over OBJECTIVES; the training loss is the weighted sum of their
+    losses. None means {"reconstruction": 1.0}. With no positive reconstruction weight the
+    decoder and output heads are not built at all (no decoder compute, no unused parameters).
+    contrastive: options of the contrastive objective (see eventseg.models.contrastive):
+    {"temperature": 0.1, "min_frac": 0.3, "max_frac": 0.9}. Its two views per customer are
+    encoded like the training input, corruption included.
     """
 
     def __init__(
@@ -88,11 +98,14 @@ class SequenceAutoencoder(L.LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: float = 0.05,
         data_state: dict | None = None,
+        objectives: dict | None = None,
+        contrastive: dict | None = None,
     ):
         super().__init__()
         # Reassigned before save_hyperparameters(), which reads this frame's locals.
         feature_spec, encoder_options, decoder_options = map(_plain, (feature_spec, encoder_options, decoder_options))
         loss_weights, corruption, data_state = map(_plain, (loss_weights, corruption, data_state))
+        objectives, contrastive = map(_plain, (objectives, contrastive))
         # The logger gets the hyperparameters without data_state (see on_fit_start).
         self.save_hyperparameters(logger=False)
 
@@ -106,6 +119,15 @@ class SequenceAutoencoder(L.LightningModule):
             raise ValueError(f"unknown corruption keys {sorted(unknown)}; use mask_prob and drop_prob")
         self.mask_prob = float(corruption.get("mask_prob", 0.0))
         self.drop_prob = float(corruption.get("drop_prob", 0.0))
+        weights = {"reconstruction": 1.0} if objectives is None else {k: float(v) for k, v in objectives.items()}
+        unknown = set(weights) - set(OBJECTIVES)
+        if unknown:
+            raise ValueError(f"unknown objectives {sorted(unknown)}; choose from {list(OBJECTIVES)}")
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError(f"objective weights must be >= 0 with at least one > 0, got {weights}")
+        self.objective_weights = {k: w for k, w in weights.items() if w > 0}
+        self.reconstructs = "reconstruction" in self.objective_weights
+        self.contrastive_options = contrastive_options(contrastive)
 
         self.spec = FeatureSpec.from_dict(feature_spec)
         self.event_encoder = EventEncoder(self.spec, d_model, dropout)
@@ -113,11 +135,13 @@ class SequenceAutoencoder(L.LightningModule):
             d_model=d_model, num_layers=num_layers, n_heads=n_heads, dropout=dropout, **(encoder_options or {})
         )
         self.bottleneck = nn.Linear(self.sequence_encoder.out_dim, embedding_dim)
-        self.decoder = DECODERS[decoder](
-            embedding_dim=embedding_dim, d_model=d_model, num_layers=num_layers, n_heads=n_heads,
-            dropout=dropout, **(decoder_options or {}),
-        )
-        self.heads = OutputHeads(self.spec, d_model)
+        self.decoder = self.heads = None
+        if self.reconstructs:
+            self.decoder = DECODERS[decoder](
+                embedding_dim=embedding_dim, d_model=d_model, num_layers=num_layers, n_heads=n_heads,
+                dropout=dropout, **(decoder_options or {}),
+            )
+            self.heads = OutputHeads(self.spec, d_model)
         self.loss_fn = ReconstructionLoss(self.spec, loss_weights)
         self._events_seen: torch.Tensor | None = None
 
@@ -148,11 +172,47 @@ class SequenceAutoencoder(L.LightningModule):
         return self._encode(batch, corrupt=False)[0]
 
     def forward(self, batch: EventBatch) -> dict:
-        """{"z", "logits": {field: [B, L, card]}, "numeric": [B, L, F]}; corrupted when training."""
+        """{"z", "logits": {field: [B, L, card]}, "numeric": [B, L, F]}; corrupted when training.
+
+        Without the reconstruction objective there is no decoder: {"z"} only.
+        """
         z, events = self._encode(batch, corrupt=self.training)
+        if not self.reconstructs:
+            return {"z": z}
         out = self.heads(self.decoder(z, events, batch.lengths))
         out["z"] = z
         return out
+
+    def contrastive_loss(self, batch: EventBatch, generator: torch.Generator | None = None) -> torch.Tensor:
+        """InfoNCE over two random sub-sequence views per customer, encoded to z."""
+        o = self.contrastive_options
+        views, _ = subsequence_views(batch, 2, o["min_frac"], o["max_frac"], generator=generator)
+        z, _ = self._encode(views, corrupt=self.training)
+        return info_nce(z, 2, o["temperature"])
+
+    def objective_losses(
+        self, batch: EventBatch, with_accuracy: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(weighted total, {term: loss}, {categorical field: accuracy}) over the objectives.
+
+        Terms are the reconstruction fields' losses plus "contrastive". With reconstruction
+        alone at weight 1 this is exactly the reconstruction loss.
+        """
+        total = None
+        losses: dict[str, torch.Tensor] = {}
+        accs: dict[str, torch.Tensor] = {}
+        if self.reconstructs:
+            recon, losses, accs = self.loss_fn(self(batch), batch, with_accuracy=with_accuracy)
+            w = self.objective_weights["reconstruction"]
+            total = recon if w == 1.0 else w * recon
+            if len(self.objective_weights) > 1:
+                losses["reconstruction"] = recon
+        if "contrastive" in self.objective_weights:
+            contrast = self.contrastive_loss(batch, generator)
+            losses["contrastive"] = contrast
+            term = self.objective_weights["contrastive"] * contrast
+            total = term if total is None else total + term
+        return total, losses, accs
 
     # ---- Lightning hooks -----------------------------------------------------------------
 
@@ -170,8 +230,7 @@ class SequenceAutoencoder(L.LightningModule):
         self._events_seen = None
 
     def training_step(self, batch: EventBatch, batch_idx: int) -> torch.Tensor:
-        out = self(batch)
-        loss, losses, _ = self.loss_fn(out, batch)
+        loss, losses, _ = self.objective_losses(batch)
         # Checked before backward, so a bad batch never reaches the weights. One host sync.
         if not torch.isfinite(loss):
             self._raise_diverged(loss, losses, batch, batch_idx)
@@ -207,7 +266,12 @@ class SequenceAutoencoder(L.LightningModule):
         )
 
     def validation_step(self, batch: EventBatch, batch_idx: int) -> None:
-        loss, losses, accs = self.loss_fn(self(batch), batch, with_accuracy=True)
+        generator = None
+        if "contrastive" in self.objective_weights:
+            # Fixed views per batch, so the validation loss (which checkpointing and early
+            # stopping monitor) does not move with the draw of the views.
+            generator = torch.Generator(device=batch.lengths.device).manual_seed(batch_idx)
+        loss, losses, accs = self.objective_losses(batch, with_accuracy=True, generator=generator)
         size = len(batch)
         self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         for name, value in losses.items():
