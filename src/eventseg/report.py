@@ -167,7 +167,12 @@ def build_report(
         parts.append(_figure("Propensity lift by segment (95% interval)", propensity_by_segment(segments, labels), "chart-lift"))
         parts.append(_figure("Gain chart on test customers", gain_chart(propensity["predictions"], labels), "chart-gain"))
         parts.append(_figure("Calibration on test customers", calibration_chart(propensity["predictions"], labels), "chart-calibration"))
-        parts.append("<h2>Heads vs baseline (test customers)</h2>" + _table(propensity["metrics"], "table-models"))
+        metrics = propensity["metrics"]
+        is_binary = metrics["roc_auc"].notna() if "roc_auc" in metrics else pd.Series(True, index=metrics.index)
+        tables = [_table(part.dropna(axis=1, how="all"), table_id)  # classification and regression columns apart
+                  for part, table_id in ((metrics[is_binary], "table-models"), (metrics[~is_binary], "table-models-regression"))
+                  if len(part)]
+        parts.append("<h2>Heads vs baseline (test customers)</h2>" + "".join(tables))
     stability = cluster_metrics.get("stability") or {}
     if stability:
         rows = pd.DataFrame([{k: v for k, v in stability.items() if not isinstance(v, (list, dict))}])
