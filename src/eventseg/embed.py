@@ -38,6 +38,7 @@ from eventseg.artifacts import atomic_path, file_hash, sidecar_path, write_sidec
 from eventseg.checkpoint import TrainedModel, load_checkpoint
 from eventseg.data.datamodule import CustomerSequences, keep_batch
 from eventseg.data.encoders import EventEncoders
+from eventseg.data.io import read_table
 from eventseg.data.store import SequenceStore
 from eventseg.data.validate import EventDataError
 
@@ -538,13 +539,7 @@ def predict_loader(store: SequenceStore, batches: list[np.ndarray], num_workers:
 
 
 def _read_customer_ids(path: str | os.PathLike, id_col: str) -> np.ndarray:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"customers file not found: {path}")
-    if path.suffix.lower() == ".csv":
-        df = pd.read_csv(path)
-    else:
-        df = pd.read_parquet(path)
+    df = read_table(path, "customers")
     for col in ("customer_id", id_col):
         if col in df.columns:
             return df[col].to_numpy()

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eventseg.artifacts import write_json, write_parquet, write_sidecar
 from eventseg.cluster import cluster_from_config
-from eventseg.data.io import read_events
+from eventseg.data.io import read_events, read_table
 from eventseg.data.schema import EventSchema
 from eventseg.data.sources import resolve_source, source_files
 from eventseg.data.split import TEST
@@ -34,13 +34,6 @@ BASELINES = ("rfm_logistic", "aggregate_hgb")
 def _plain(value):
     """Config subtree as plain Python, so it hashes and serialises."""
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-def _read_table(path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"labels/truth file not found: {path}")
-    return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
 
 
 def _events(cfg: DictConfig) -> pd.DataFrame:
@@ -96,10 +89,11 @@ def propensity_stage(cfg: DictConfig, paths: dict) -> None:
     """Heads on the embeddings plus both baselines; scores for every customer."""
     labels_cfg = cfg.labels
     ids, matrix = load_embeddings(paths["embeddings.parquet"])
+    labels = read_table(labels_cfg.path, "labels") if labels_cfg.get("path") else None
     result = evaluate_propensity(
-        ids, matrix, _read_table(labels_cfg.path) if labels_cfg.get("path") else None, _events(cfg),
+        ids, matrix, labels, _events(cfg),
         EventSchema.from_config(cfg.data), _plain(cfg.heads), seed=int(cfg.data.split.seed),
-        truth=_read_table(labels_cfg.truth_path) if labels_cfg.get("truth_path") else None,
+        truth=read_table(labels_cfg.truth_path, "truth") if labels_cfg.get("truth_path") else None,
         cutoff=cfg.data.get("cutoff"), horizon_days=int(labels_cfg.horizon_days),
         split_fractions=tuple(cfg.data.split.fractions),
     )
@@ -109,7 +103,6 @@ def propensity_stage(cfg: DictConfig, paths: dict) -> None:
         base = result["baseline_scores"][name]
         for col in [c for c in base.columns if c.startswith(("p_", "pred_"))]:
             scores[f"{name}__{col}"] = base[col].to_numpy()
-    labels = _read_table(labels_cfg.path) if labels_cfg.get("path") else None
     if labels is not None:
         labels = labels.rename(columns={id_col: "customer_id"})
         binary = result["metrics"]["labels"]["binary"]

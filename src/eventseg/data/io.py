@@ -56,6 +56,14 @@ def _csv_table(path: Path, schema: EventSchema, column_types: dict) -> pa.Table:
     return dataset.to_table(columns=schema.columns)
 
 
+def read_table(path: str | os.PathLike, what: str = "table") -> pd.DataFrame:
+    """A small side table (labels, truth, a customer list) from Parquet or CSV."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    return pd.read_csv(path) if _format_of(path) == "csv" else pd.read_parquet(path)
+
+
 def _format_of(path: Path) -> str:
     if path.is_dir():
         suffixes = {p.suffix.lower() for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))}
