@@ -263,11 +263,26 @@ def test_script_api_batch_and_single_customer_agree(tmp_path, trained, reference
 
     small = Embedder.from_checkpoint(ckpt, device="cpu", batch_size=7)  # other batch mates, other padding
     assert np.abs(as_matrix(small.embed(events)) - api).max() < ATOL
+    # Ages are measured to one as-of time for everyone (the table's last event by default),
+    # so a customer embedded alone matches the batch when both are given that time.
+    as_of = events.ts.max() + pd.Timedelta(seconds=1)
+    together = as_matrix(small.embed(events, cutoff=as_of))
     counts = events.customer_id.value_counts()
     picks = [counts.idxmin(), counts.idxmax(), counts.index[len(counts) // 2]]
     for cid in picks:
-        alone = small.embed(events[events.customer_id == cid])
-        assert np.abs(as_matrix(alone)[0] - api[ids == cid][0]).max() < ATOL, cid
+        alone = small.embed(events[events.customer_id == cid], cutoff=as_of)
+        assert np.abs(as_matrix(alone)[0] - together[ids == cid][0]).max() < ATOL, cid
+
+
+def test_recency_reaches_the_embedding(embedder, trained):
+    """Two customers with the same history, one of them months earlier: the shared as-of
+    anchor makes their embeddings differ (with per-customer anchors they would be equal)."""
+    events = trained[2]
+    cid = events.customer_id.value_counts().index[0]
+    recent = events[events.customer_id == cid].copy()
+    lapsed = recent.assign(customer_id=-1, ts=recent.ts - pd.Timedelta(days=120))
+    both = as_matrix(embedder.embed(pd.concat([recent, lapsed], ignore_index=True)))
+    assert np.abs(both[0] - both[1]).max() > 1e-3
 
 
 def test_embed_from_config_reports_expected_customers_without_events(tmp_path, trained, reference):
@@ -287,36 +302,37 @@ def test_embed_from_config_reports_expected_customers_without_events(tmp_path, t
     assert meta["customers_without_events"] == [11, 12] and meta["parts"] == 3
 
 
-def test_edge_case_customers(embedder, trained, reference):
+def test_edge_case_customers(embedder, trained):
     events = trained[2]
     counts = events.customer_id.value_counts()
     one = counts.index[counts == 1][0]
     long = counts.index[counts > MAX_LEN + 5][0]
-    ref = reference.set_index("customer_id")
+    as_of = events.ts.max() + pd.Timedelta(seconds=1)  # one anchor for the batch and the singles
+    ref = embedder.embed(events, cutoff=as_of).set_index("customer_id")
 
     # a one-event customer: finite, same alone as in the full batch
-    alone = embedder.embed(events[events.customer_id == one])
+    alone = embedder.embed(events[events.customer_id == one], cutoff=as_of)
     assert np.isfinite(as_matrix(alone)).all()
     assert np.abs(as_matrix(alone)[0] - ref.loc[one, "embedding"]).max() < ATOL
 
     # more than max_len events: only the last max_len count. The oldest kept event's gap is
     # measured from the event before it, so its last max_len + 1 events give the same vector.
     hist = events[events.customer_id == long].sort_values("ts")
-    tail = embedder.embed(hist.iloc[-(MAX_LEN + 1):])
+    tail = embedder.embed(hist.iloc[-(MAX_LEN + 1):], cutoff=as_of)
     assert np.abs(as_matrix(tail)[0] - ref.loc[long, "embedding"]).max() < ATOL
-    head = embedder.embed(hist.iloc[: MAX_LEN + 1])
+    head = embedder.embed(hist.iloc[: MAX_LEN + 1], cutoff=as_of)
     assert np.abs(as_matrix(head)[0] - ref.loc[long, "embedding"]).max() > 1e-3  # the oldest events are not the ones kept
 
     # only categories the model never saw: all map to the unseen bucket, so which ones is irrelevant
     unseen_a = hist.assign(customer_id=-1, event_type="teleport", category="antigravity", channel="pigeon")
     unseen_b = hist.assign(customer_id=-1, event_type="x1", category="x2", channel="x3")
-    a, b = as_matrix(embedder.embed(unseen_a))[0], as_matrix(embedder.embed(unseen_b))[0]
+    a, b = as_matrix(embedder.embed(unseen_a, cutoff=as_of))[0], as_matrix(embedder.embed(unseen_b, cutoff=as_of))[0]
     assert np.isfinite(a).all() and np.abs(a - b).max() < ATOL
     assert np.abs(a - ref.loc[long, "embedding"]).max() > 1e-4
 
     # a requested customer with no events is reported, not dropped silently
     with pytest.warns(UserWarning, match=r"1 requested customer.*424242"):
-        got = embedder.embed(events, customer_ids=[long, 424242, one])
+        got = embedder.embed(events, customer_ids=[long, 424242, one], cutoff=as_of)
     assert got.customer_id.tolist() == [long, one]  # the order asked for
     assert got.attrs["customers_without_events"] == [424242]
     # ...including customers whose events all fall after the cutoff
@@ -326,7 +342,7 @@ def test_edge_case_customers(embedder, trained, reference):
     assert one in got.attrs["customers_without_events"] and one not in got.customer_id.tolist()
     assert (long in got.customer_id.tolist()) == (hist.ts.iloc[0] < one_ts)
     with pytest.raises(TypeError, match="strings but the events' ids are integers"):
-        embedder.embed(events, customer_ids=["a"])
+        embedder.embed(events, customer_ids=["a"], cutoff=as_of)
 
 
 @pytest.mark.parametrize("encoder", ["gru", "transformer"])

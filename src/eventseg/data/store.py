@@ -53,7 +53,9 @@ class SortedEvents:
 def sort_events(df: pd.DataFrame, schema: EventSchema, reference_time: pd.Timestamp | None = None) -> SortedEvents:
     """Sort once by (customer, time) and derive the time quantities every later step needs.
 
-    `reference_time` (a cutoff) anchors event ages; without it each customer's last event does.
+    `reference_time` (a cutoff) anchors event ages; without it the table's last event does.
+    One anchor for every customer is what lets the model see recency: a customer who went
+    quiet months ago has a large age on their last event, an active one an age near 0.
     """
     codes, uniques = pd.factorize(df[schema.id_col], sort=True)
     ts = df[schema.time_col].to_numpy(dtype="datetime64[s]").view(np.int64)
@@ -69,8 +71,7 @@ def sort_events(df: pd.DataFrame, schema: EventSchema, reference_time: pd.Timest
     first = np.zeros(len(order), dtype=bool)
     first[np.concatenate([[0], np.cumsum(counts)[:-1]])] = True
     if reference_time is None:
-        last = ts_sorted[np.cumsum(counts) - 1]
-        reference = np.repeat(last, counts)
+        reference = np.int64(ts.max())
     else:
         reference = np.int64(pd.Timestamp(reference_time).value // 10**9)
     gap, age = TimeEncoder.raw(ts_sorted, first, reference)
