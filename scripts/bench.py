@@ -1,4 +1,4 @@
-"""Benchmarks that write JSON: python scripts/bench.py prepare|train|embed|cluster [options]
+"""Benchmarks that write JSON: python scripts/bench.py prepare|train|objectives|embed|cluster [options]
 
 Each measurement runs in a fresh subprocess so peak memory (ru_maxrss) belongs to it alone.
 Results go to bench_results/<name>.json (or --out).
@@ -126,16 +126,22 @@ def train_throughput(model_cfg: str, batch_size: int, seq_len: int, steps: int, 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"model={model_cfg}", f"objective={objective}"])
     options = {k: v for k, v in cfg.model.items() if k != "name"}
-    options.update(objectives=cfg.objective.weights, contrastive=cfg.objective.contrastive)
-    spec = {"categorical": {"event_type": 8, "category": 34, "channel": 7}, "numeric": [f"x{i}" for i in range(9)]}
+    options.update(objectives=cfg.objective.weights, contrastive=cfg.objective.contrastive, future=cfg.objective.future)
+    # the layout prepare gives one numeric field: value, missing flag, then the 7 time features
+    numeric = ["amount", "amount__missing", "time_log_gap", "time_first_event", "time_hour_sin", "time_hour_cos",
+               "time_week_sin", "time_week_cos", "time_log_age"]
+    unit = {"center": 0.0, "scale": 1.0}
+    spec = {"categorical": {"event_type": 8, "category": 34, "channel": 7}, "numeric": numeric,
+            "scalers": {"amount": unit, "time_log_gap": unit, "time_log_age": unit}}
     model = SequenceAutoencoder(feature_spec=spec, **options)
     if compile:
         model.compile()
     g = torch.Generator().manual_seed(0)
+    age = torch.linspace(6.0, 0.0, seq_len).expand(batch_size, seq_len)  # log1p(days to the anchor): ~400 days to 0
     batches = [
         EventBatch(
             categorical=torch.stack([torch.randint(4, c, (batch_size, seq_len), generator=g) for c in spec["categorical"].values()], -1),
-            numeric=torch.randn(batch_size, seq_len, len(spec["numeric"]), generator=g),
+            numeric=torch.cat([torch.randn(batch_size, seq_len, len(numeric) - 1, generator=g), age.unsqueeze(-1)], -1),
             lengths=torch.full((batch_size,), seq_len),
             customer_index=torch.arange(batch_size),
         )
@@ -172,6 +178,22 @@ def bench_train(args) -> dict:
                     print(json.dumps(rows[-1]))
     return {"benchmark": "train", "target": ">= 2M events/s for the default GRU on an H100 (bf16-mixed)",
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "results": rows}
+
+
+def bench_objectives(args) -> dict:
+    """Training events/s of each objective at the default model size (GRU, CPU)."""
+    rows = []
+    for objective in args.objectives.split(","):
+        for batch_size, seq_len in ((64, 50), (256, 50), (256, 200)):
+            steps = max(4, int(args.events // (batch_size * seq_len)))
+            rows.append(train_throughput("gru_ae", batch_size, seq_len, steps, "cpu", objective=objective))
+            print(json.dumps(rows[-1]))
+    base = {(r["batch_size"], r["seq_len"]): r["events_per_second"] for r in rows if r["objective"] == "reconstruction"}
+    for r in rows:
+        ref = base.get((r["batch_size"], r["seq_len"]))
+        r["slowdown_vs_reconstruction"] = round(ref / r["events_per_second"], 2) if ref else None
+    return {"benchmark": "objectives", "target": "no objective slower than 2x reconstruction at equal model size",
+            "results": rows}
 
 
 def random_events(n_customers: int, per_customer: int, seed: int = 0) -> pd.DataFrame:
@@ -288,6 +310,10 @@ def main() -> None:
     t = sub.add_parser("train", help="training events/s per model, batch size and sequence length")
     t.add_argument("--events", type=float, default=4e5, help="events per CPU measurement")
     t.add_argument("--out", default=None)
+    o = sub.add_parser("objectives", help="training events/s of each objective vs reconstruction (GRU, CPU)")
+    o.add_argument("--objectives", default="reconstruction,contrastive,future,contrastive_future,reconstruction_contrastive")
+    o.add_argument("--events", type=float, default=4e5, help="events per measurement")
+    o.add_argument("--out", default=None)
     e = sub.add_parser("embed", help="inference customers/s for the default GRU")
     e.add_argument("--customers", type=int, default=100_000)
     e.add_argument("--events-per-customer", type=int, default=50)
@@ -309,7 +335,7 @@ def main() -> None:
     if args.name == "_cluster_worker":
         print(json.dumps(cluster_worker(args.embeddings, args.out_dir)))
         return
-    benches = {"prepare": bench_prepare, "train": bench_train, "embed": bench_embed, "cluster": bench_cluster}
+    benches = {"prepare": bench_prepare, "train": bench_train, "objectives": bench_objectives, "embed": bench_embed, "cluster": bench_cluster}
     result = benches[args.name](args)
     result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}
     out = Path(args.out or f"bench_results/{args.name}.json")

@@ -130,12 +130,15 @@ def test_contrastive_loss_falls_on_a_tiny_set():
 @pytest.mark.parametrize("objective,weights", [
     ("reconstruction", {"reconstruction": 1.0}),
     ("contrastive", {"reconstruction": 0.0, "contrastive": 1.0}),
-    ("hybrid", {"reconstruction": 1.0, "contrastive": 1.0}),
+    ("reconstruction_contrastive", {"reconstruction": 1.0, "contrastive": 1.0}),
+    ("future", {"reconstruction": 0.0, "future": 1.0}),
+    ("contrastive_future", {"reconstruction": 0.0, "contrastive": 1.0, "future": 1.0}),
 ])
 def test_objective_configs_compose(objective, weights):
     cfg = compose_train([f"objective={objective}"])
     assert dict(cfg.objective.weights) == weights
-    assert cfg.objective.contrastive.temperature == 0.1 and cfg.model.name == "gru_ae"
+    assert cfg.objective.contrastive.temperature == 0.1 and cfg.objective.future.horizon_days == 30
+    assert cfg.model.name == "gru_ae"
     assert compose_train([]).objective.name == "reconstruction"
 
 
@@ -147,8 +150,8 @@ def test_fast_dev_run_contrastive(tmp_path, tiny_events):
     assert "val/loss_contrastive" in result.metrics and math.isfinite(result.metrics["val/loss"])
 
 
-def test_fast_dev_run_hybrid(tmp_path, tiny_events):
-    cfg = compose_train(tiny_overrides(tmp_path, tiny_events) + ["objective=hybrid", "debug=fast_dev_run"])
+def test_fast_dev_run_reconstruction_contrastive(tmp_path, tiny_events):
+    cfg = compose_train(tiny_overrides(tmp_path, tiny_events) + ["objective=reconstruction_contrastive", "debug=fast_dev_run"])
     result = train(cfg)
     m = result.metrics
     assert {"val/loss_contrastive", "val/loss_reconstruction", "val/acc_channel"} <= set(m)

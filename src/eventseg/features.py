@@ -268,3 +268,4 @@ def rfm_features(events: pd.DataFrame, schema: EventSchema, as_of=None) -> pd.Da
         {"recency": core["recency_days"], "frequency": core["n_events"], "monetary": monetary, "tenure": core["tenure_days"]},
         index=pd.Index(h.ids, name=schema.id_col),
     )
+

@@ -1,7 +1,10 @@
 """The end-to-end job: each stage is a pure function; this module only chains them and skips
 the stages whose outputs are already up to date (see `eventseg.stages`).
 
-prepare → train → embed → cluster → propensity (when labels exist) → segments → report
+prepare → train → embed → [represent] → cluster → propensity (when labels exist) → segments → report
+
+With representation=hybrid, `represent` concatenates the embeddings with standardised
+aggregates, and clustering, heads and the report's map all use that matrix instead.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from eventseg.cluster import cluster_from_config
 from eventseg.data.io import read_events, read_table
 from eventseg.data.schema import EventSchema
 from eventseg.data.sources import resolve_source, source_files
-from eventseg.data.split import TEST
-from eventseg.embed import embed_from_config, load_embeddings
+from eventseg.data.split import TEST, TRAIN, assign_splits
+from eventseg.embed import embed_from_config, load_embeddings, write_embeddings
 from eventseg.features import aggregate_features
+from eventseg.hybrid import HYBRID_FILE, REPRESENTATIONS, HybridFeatures
 from eventseg.prepare import PreparedData, prepare_from_config
 from eventseg.propensity import evaluate_propensity
 from eventseg.report import build_report
@@ -62,16 +66,18 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Path]:
     runner.run("embed", lambda: write_json(embed_from_config(embed_cfg), out / "embed_metrics.json"),
                config=_plain(embed_cfg), inputs=[checkpoint, *data_files], outputs=[paths["embeddings.parquet"]])
 
-    cluster_cfg = {"embeddings": str(paths["embeddings.parquet"]), "out_dir": str(out), "cluster": _plain(cfg.cluster)}
+    paths["features"] = representation_step(cfg, runner, paths, data_files)
+
+    cluster_cfg = {"embeddings": str(paths["features"]), "out_dir": str(out), "cluster": _plain(cfg.cluster)}
     runner.run("cluster", lambda: cluster_from_config(cluster_cfg), config=cluster_cfg,
-               inputs=[paths["embeddings.parquet"]], outputs=[paths["clusters.parquet"], paths["cluster_metrics.json"]])
+               inputs=[paths["features"]], outputs=[paths["clusters.parquet"], paths["cluster_metrics.json"]])
 
     labels_cfg = _plain(cfg.labels)
     has_labels = bool(labels_cfg.get("path") or cfg.data.get("cutoff"))
     label_files = [Path(p) for p in (labels_cfg.get("path"), labels_cfg.get("truth_path")) if p]
     if has_labels:
         runner.run("propensity", lambda: propensity_stage(cfg, paths), config={**labels_cfg, "heads": _plain(cfg.heads)},
-                   inputs=[paths["embeddings.parquet"], *label_files, *data_files],
+                   inputs=[paths["features"], *label_files, *data_files],
                    outputs=[paths["propensity_metrics.json"], paths["propensity_scores.parquet"]])
     else:
         print("[propensity] no labels (labels.path or data.cutoff): segments get no propensity scores")
@@ -80,15 +86,46 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Path]:
                inputs=[paths["clusters.parquet"], *scored, *data_files],
                outputs=[paths["customers.parquet"], paths["segments.parquet"]])
     runner.run("report", lambda: report_stage(cfg, paths, has_labels), config={"labels": has_labels},
-               inputs=[paths["customers.parquet"], paths["segments.parquet"], paths["cluster_metrics.json"], *scored],
+               inputs=[paths["features"], paths["customers.parquet"], paths["segments.parquet"], paths["cluster_metrics.json"], *scored],
                outputs=[paths["report.html"]])
     return {"checkpoint": checkpoint, **{k: v for k, v in paths.items() if v.exists()}}
 
 
+def representation_step(cfg: DictConfig, runner: StageRunner, paths: dict, data_files: list) -> Path:
+    """The matrix clustering and heads see: the embeddings, or (hybrid) the embeddings with
+    standardised aggregates, fitted on the training split and saved for scoring."""
+    out = Path(cfg.out_dir)
+    kind = str(cfg.get("representation", "embedding"))
+    if kind not in REPRESENTATIONS:
+        raise ValueError(f"representation must be one of {list(REPRESENTATIONS)}, got {kind!r}")
+    target, fitted = out / "representation.parquet", out / HYBRID_FILE
+    if kind == "embedding":
+        for stale in (fitted, target, target.with_name(target.name + ".json")):  # scoring must not pick these up
+            stale.unlink(missing_ok=True)
+        return paths["embeddings.parquet"]
+    config = {"hybrid": _plain(cfg.hybrid), "cutoff": _plain(cfg.data.get("cutoff")), "split": _plain(cfg.data.split)}
+    runner.run("represent", lambda: represent_stage(cfg, paths["embeddings.parquet"], target, fitted), config=config,
+               inputs=[paths["embeddings.parquet"], *data_files], outputs=[target, fitted])
+    return target
+
+
+def represent_stage(cfg: DictConfig, embeddings: Path, target: Path, fitted: Path) -> None:
+    ids, matrix = load_embeddings(embeddings)
+    split = cfg.data.split
+    train_ids = ids[assign_splits(ids, int(split.seed), tuple(split.fractions)) == TRAIN]
+    schema, cutoff = EventSchema.from_config(cfg.data), cfg.data.get("cutoff")
+    events = _events(cfg)
+    hybrid = HybridFeatures(schema, int(cfg.hybrid.top_k_categories)).fit(ids, matrix, events, cutoff, train_ids)
+    features = hybrid.transform(ids, matrix, events, cutoff)
+    hybrid.save(fitted)
+    write_embeddings(ids, features, target, rows_per_part=None, representation="hybrid",
+                     embedding_dim=int(matrix.shape[1]), aggregate_columns=int(features.shape[1] - matrix.shape[1]))
+
+
 def propensity_stage(cfg: DictConfig, paths: dict) -> None:
-    """Heads on the embeddings plus both baselines; scores for every customer."""
+    """Heads on the representation plus both baselines; scores for every customer."""
     labels_cfg = cfg.labels
-    ids, matrix = load_embeddings(paths["embeddings.parquet"])
+    ids, matrix = load_embeddings(paths["features"])
     labels = read_table(labels_cfg.path, "labels") if labels_cfg.get("path") else None
     result = evaluate_propensity(
         ids, matrix, labels, _events(cfg),
@@ -136,7 +173,7 @@ def segments_stage(cfg: DictConfig, paths: dict, has_labels: bool) -> None:
 
 
 def report_stage(cfg: DictConfig, paths: dict, has_labels: bool) -> None:
-    ids, matrix = load_embeddings(paths["embeddings.parquet"])
+    ids, matrix = load_embeddings(paths["features"])
     customers = pd.read_parquet(paths["customers.parquet"])
     segments = pd.read_parquet(paths["segments.parquet"])
     propensity = None

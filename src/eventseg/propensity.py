@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from eventseg.artifacts import atomic_path
+from eventseg.data.encoders import signed_log1p
 from eventseg.data.labels import build_labels
 from eventseg.data.schema import EventSchema
 from eventseg.data.split import SPLITS, TEST, TRAIN, VAL, assign_splits
@@ -271,12 +272,6 @@ def _masked_tensors(X: np.ndarray, Y: np.ndarray) -> torch.utils.data.TensorData
 # --- heads -----------------------------------------------------------------------------------
 
 
-def signed_log1p(x: np.ndarray) -> np.ndarray:
-    """Tame heavy tails (counts, money) while keeping sign (refunds) before standardising."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
 def rfm_matrix(rfm) -> np.ndarray:
     """RFM frame (columns recency, frequency, monetary, tenure) -> model input."""
     if isinstance(rfm, pd.DataFrame):
@@ -284,7 +279,7 @@ def rfm_matrix(rfm) -> np.ndarray:
         if missing:
             raise ValueError(f"RFM features lack column(s) {missing}; build them with eventseg.features.rfm_features")
         rfm = rfm[list(RFM_COLUMNS)].to_numpy(dtype=np.float64)
-    return signed_log1p(rfm)
+    return signed_log1p(np.asarray(rfm, dtype=np.float64))
 
 
 def label_kinds(labels: pd.DataFrame) -> tuple[list[str], list[str], dict[str, str]]:

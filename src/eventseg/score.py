@@ -1,5 +1,6 @@
 """Score new or updated customers with a finished run, without retraining anything:
-events → embeddings (the run's checkpoint) → segments (its clusterer) → propensities (its heads)."""
+events → embeddings (the run's checkpoint) → [hybrid features] → segments (its clusterer)
+→ propensities (its heads)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pandas as pd
 from eventseg.artifacts import write_parquet, write_sidecar
 from eventseg.cluster import CLUSTERER_FILE, SegmentClusterer
 from eventseg.embed import Embedder
+from eventseg.data.io import read_events
 from eventseg.features import rfm_features
+from eventseg.hybrid import HYBRID_FILE, HybridFeatures
 from eventseg.propensity import PropensityHeads
 from eventseg.segments import attach_names, build_customers, tier_cut_points
 
@@ -27,6 +30,10 @@ def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.D
     embedder = Embedder.from_checkpoint(json.loads(metrics_file.read_text())["best_checkpoint"], device=device)
     store = embedder.encode(events, cutoff=cutoff)
     ids, matrix = embedder.embed_store(store)
+    frame = None
+    if (run / HYBRID_FILE).exists():  # the run clustered and scored embeddings + aggregates
+        frame = read_events(events, embedder.encoders.schema)
+        matrix = HybridFeatures.load(run / HYBRID_FILE).transform(ids, matrix, frame, cutoff)
     clusters = SegmentClusterer.load(run / CLUSTERER_FILE).predict(matrix).to_frame(ids)
 
     scores, tier_cuts = None, None
@@ -34,7 +41,7 @@ def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.D
         heads = PropensityHeads.load(run / "heads")
         rfm = None
         if heads.config["concat_rfm"]:
-            frame = events if isinstance(events, pd.DataFrame) else pd.read_parquet(events)
+            frame = read_events(events, embedder.encoders.schema) if frame is None else frame
             rfm = rfm_features(frame, embedder.encoders.schema, as_of=cutoff).reindex(ids)
         scores = pd.concat([pd.DataFrame({"customer_id": ids}), heads.scores(matrix, rfm)], axis=1)
         tier_cuts = tier_cut_points(pd.read_parquet(run / "customers.parquet"))

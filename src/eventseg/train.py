@@ -53,6 +53,7 @@ def build_model(cfg: DictConfig, prepared: PreparedData) -> L.LightningModule:
         data_state=data_state(prepared.encoders, prepared.store.max_len),
         objectives=objective.get("weights"),
         contrastive=objective.get("contrastive"),
+        future=objective.get("future"),
         **options,
     )
 

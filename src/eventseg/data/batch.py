@@ -20,13 +20,17 @@ class FeatureSpec:
 
     categorical: dict[str, int]  # field name -> cardinality (including the special codes)
     numeric: list[str] = field(default_factory=list)  # names of the float feature columns
+    # numeric column -> {"center", "scale"} of its signed-log1p robust scaling, so a model
+    # can turn features back into raw units (the future-summary objective sums amounts and
+    # measures days); empty in specs written before it existed.
+    scalers: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"categorical": dict(self.categorical), "numeric": list(self.numeric)}
+        return {"categorical": dict(self.categorical), "numeric": list(self.numeric), "scalers": dict(self.scalers)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureSpec":
-        return cls(categorical=dict(d["categorical"]), numeric=list(d["numeric"]))
+        return cls(categorical=dict(d["categorical"]), numeric=list(d["numeric"]), scalers=dict(d.get("scalers", {})))
 
 
 @dataclass

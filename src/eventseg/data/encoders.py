@@ -3,7 +3,7 @@
 - categorical: frequency-ordered vocabulary, capped, with rare / unseen / missing buckets;
 - numeric: signed log1p, then robust standardisation (median, IQR), clipped, NaN flagged;
 - time: log gap since the previous event, cyclic hour-of-day and day-of-week, log age of the
-  event relative to the customer's last event (or a cutoff).
+  event relative to the table's last event (or a cutoff), the same anchor for every customer.
 Unseen values at scoring time map to the unseen bucket, never to an error.
 """
 
@@ -186,6 +186,11 @@ class EventEncoders:
         return FeatureSpec(
             categorical={c: self.categorical[c].cardinality for c in self.schema.categorical},  # store column order
             numeric=self.numeric_features,
+            scalers={
+                **{c: {"center": s.center, "scale": s.scale} for c, s in self.numeric.items()},
+                "time_log_gap": {"center": self.time.gap.center, "scale": self.time.gap.scale},
+                "time_log_age": {"center": self.time.age.center, "scale": self.time.age.scale},
+            },
         )
 
     def to_dict(self) -> dict:

@@ -14,11 +14,12 @@ from eventseg.data.batch import UNSEEN, EventBatch, FeatureSpec
 from eventseg.models.contrastive import contrastive_options, info_nce, subsequence_views
 from eventseg.models.decoder import DECODERS, OutputHeads
 from eventseg.models.event_encoder import EventEncoder
+from eventseg.models.future import FutureSummaryHead
 from eventseg.models.losses import ReconstructionLoss
 from eventseg.models.sequence_encoder import SEQUENCE_ENCODERS
 
 
-OBJECTIVES = ("reconstruction", "contrastive")
+OBJECTIVES = ("reconstruction", "contrastive", "future")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -78,6 +79,8 @@ class SequenceAutoencoder(L.LightningModule):
     contrastive: options of the contrastive objective (see eventseg.models.contrastive):
     {"temperature": 0.1, "min_frac": 0.3, "max_frac": 0.9}. Its two views per customer are
     encoded like the training input, corruption included.
+    future: options of the future-summary objective (see eventseg.models.future):
+    {"horizon_days": 30, "huber_delta": 1.0}. Its prefixes are encoded like the training input.
     """
 
     def __init__(
@@ -100,12 +103,13 @@ class SequenceAutoencoder(L.LightningModule):
         data_state: dict | None = None,
         objectives: dict | None = None,
         contrastive: dict | None = None,
+        future: dict | None = None,
     ):
         super().__init__()
         # Reassigned before save_hyperparameters(), which reads this frame's locals.
         feature_spec, encoder_options, decoder_options = map(_plain, (feature_spec, encoder_options, decoder_options))
         loss_weights, corruption, data_state = map(_plain, (loss_weights, corruption, data_state))
-        objectives, contrastive = map(_plain, (objectives, contrastive))
+        objectives, contrastive, future = map(_plain, (objectives, contrastive, future))
         # The logger gets the hyperparameters without data_state (see on_fit_start).
         self.save_hyperparameters(logger=False)
 
@@ -142,6 +146,9 @@ class SequenceAutoencoder(L.LightningModule):
                 dropout=dropout, **(decoder_options or {}),
             )
             self.heads = OutputHeads(self.spec, d_model)
+        self.future_head = None
+        if "future" in self.objective_weights:
+            self.future_head = FutureSummaryHead(self.spec, embedding_dim, d_model, future)
         self.loss_fn = ReconstructionLoss(self.spec, loss_weights)
         self._events_seen: torch.Tensor | None = None
 
@@ -190,13 +197,26 @@ class SequenceAutoencoder(L.LightningModule):
         z, _ = self._encode(views, corrupt=self.training)
         return info_nce(z, 2, o["temperature"])
 
+    def future_loss(
+        self, batch: EventBatch, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Predict the summary of the window after a random prefix from the prefix's z."""
+        head = self.future_head
+        horizon = head.options["horizon_days"]
+        k, usable = head.targets.sample_prefixes(batch, horizon, generator)
+        prefix = EventBatch(batch.categorical, batch.numeric, k, batch.customer_index)  # padding-invariant encoders
+        z, _ = self._encode(prefix, corrupt=self.training)
+        target = head.targets.compute(batch, k, horizon, head.cardinality)
+        return head.loss(head(z), target, usable)
+
     def objective_losses(
         self, batch: EventBatch, with_accuracy: bool = False, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(weighted total, {term: loss}, {categorical field: accuracy}) over the objectives.
 
-        Terms are the reconstruction fields' losses plus "contrastive". With reconstruction
-        alone at weight 1 this is exactly the reconstruction loss.
+        Terms are the reconstruction fields' losses, "contrastive", and the future-summary
+        terms ("future" and its parts). With reconstruction alone at weight 1 this is exactly
+        the reconstruction loss.
         """
         total = None
         losses: dict[str, torch.Tensor] = {}
@@ -211,6 +231,12 @@ class SequenceAutoencoder(L.LightningModule):
             contrast = self.contrastive_loss(batch, generator)
             losses["contrastive"] = contrast
             term = self.objective_weights["contrastive"] * contrast
+            total = term if total is None else total + term
+        if "future" in self.objective_weights:
+            future, parts = self.future_loss(batch, generator)
+            losses["future"] = future
+            losses.update(parts)
+            term = self.objective_weights["future"] * future
             total = term if total is None else total + term
         return total, losses, accs
 
@@ -267,8 +293,8 @@ class SequenceAutoencoder(L.LightningModule):
 
     def validation_step(self, batch: EventBatch, batch_idx: int) -> None:
         generator = None
-        if "contrastive" in self.objective_weights:
-            # Fixed views per batch, so the validation loss (which checkpointing and early
+        if {"contrastive", "future"} & set(self.objective_weights):
+            # Fixed views and prefixes per batch, so the validation loss (which checkpointing and early
             # stopping monitor) does not move with the draw of the views.
             generator = torch.Generator(device=batch.lengths.device).manual_seed(batch_idx)
         loss, losses, accs = self.objective_losses(batch, with_accuracy=True, generator=generator)

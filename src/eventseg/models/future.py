@@ -1,0 +1,171 @@
+"""Future-summary objective: from the embedding of a history prefix, predict what the
+customer does in the next `horizon_days` — how many events, the mix of each categorical
+field's values, the sum of each numeric field (spend), and the days to the next event.
+
+The target comes from the data itself (no labels) and is exactly what propensity heads are
+later asked for, so z learns the forward-looking part of a history that reconstruction
+spends no effort on. Every target uses only events after the prefix; prefixes are chosen so
+that the whole window lies before the data's anchor time (the cutoff or the table's last
+event), which makes an empty window a real observation ("went quiet"), not missing data.
+
+Raw units (days, amounts) are recovered from the standardised features with the scalers in
+the FeatureSpec. Everything runs on the batch's device with no host sync.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eventseg.data.batch import EventBatch, FeatureSpec
+
+DEFAULTS = {"horizon_days": 30.0, "huber_delta": 1.0}
+AGE, GAP = "time_log_age", "time_log_gap"
+
+
+def future_options(options: dict | None) -> dict:
+    """Validated options with defaults filled in."""
+    options = dict(options or {})
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown future options {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    out = {k: float(options.get(k, v)) for k, v in DEFAULTS.items()}
+    if out["horizon_days"] <= 0:
+        raise ValueError(f"future horizon_days must be > 0, got {out['horizon_days']}")
+    return out
+
+
+def _raw(values: torch.Tensor, scaler: dict) -> torch.Tensor:
+    """Invert the signed-log1p robust scaling (clipped values stay at the clip)."""
+    y = values.float() * scaler["scale"] + scaler["center"]
+    return torch.sign(y) * torch.expm1(y.abs())
+
+
+def signed_log1p(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+class FutureTargets:
+    """Reads raw days and amounts out of a batch's standardised features."""
+
+    def __init__(self, spec: FeatureSpec):
+        missing = [c for c in (AGE,) if c not in spec.scalers or c not in spec.numeric]
+        if missing:
+            raise ValueError(
+                "the future-summary objective needs the time scalers in the feature spec, which data prepared "
+                "by this eventseg version has; re-run prepare (or train from the events) to rebuild it"
+            )
+        self.age_column = spec.numeric.index(AGE)
+        self.age_scaler = spec.scalers[AGE]
+        self.categorical = list(spec.categorical)
+        # user numeric fields: those with a scaler and a `<name>__missing` flag column
+        self.numeric = [c for c in spec.numeric if c in spec.scalers and f"{c}__missing" in spec.numeric]
+        self.numeric_columns = [spec.numeric.index(c) for c in self.numeric]
+        self.missing_columns = [spec.numeric.index(f"{c}__missing") for c in self.numeric]
+        self.numeric_scalers = [spec.scalers[c] for c in self.numeric]
+
+    def age_days(self, batch: EventBatch) -> torch.Tensor:
+        """[B, L] days from each event to the anchor time (padding: anything)."""
+        return _raw(batch.numeric[..., self.age_column], self.age_scaler).clamp_min(0.0)
+
+    def sample_prefixes(
+        self, batch: EventBatch, horizon_days: float, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prefix length k [B], usable [B] bool): k uniform over the prefixes whose window
+        (last prefix event, + horizon] ends before the anchor. Customers whose every event is
+        within the horizon of the anchor have none: they are not usable (k = their length)."""
+        age = self.age_days(batch)
+        mask = batch.mask
+        # ages fall along a history, so the valid prefix ends are its first m events
+        m = ((age >= horizon_days) & mask).sum(1)
+        usable = m > 0
+        u = torch.rand(m.shape, device=m.device, generator=generator)
+        k = torch.where(usable, (u * m).long().clamp(max=m - 1) + 1, batch.lengths)
+        return k, usable
+
+    def compute(self, batch: EventBatch, k: torch.Tensor, horizon_days: float, cardinality: dict[str, int]) -> dict:
+        """Targets for the window (last prefix event, + horizon_days] after the first k events.
+
+        {"count": log1p(events in window) [B], "n_window": events in window [B],
+        "next_days": log1p(days to the next event) [B], "next_seen": bool [B] (False: no
+        later event in the data, so next_days is a lower bound: the days to the anchor),
+        "shares": {field: [B, cardinality] share of each value among window events, zeros
+        when the window is empty}, "sums": [B, n_numeric] signed_log1p(window sum of each
+        numeric field), "in_window": bool [B, L]}.
+        """
+        mask = batch.mask
+        age = self.age_days(batch)
+        steps = torch.arange(mask.shape[1], device=mask.device)
+        end_age = age.gather(1, (k - 1).unsqueeze(1))  # [B, 1]: age of the last prefix event
+        after = mask & (steps[None, :] >= k[:, None])
+        in_window = after & (end_age - age <= horizon_days)
+        weight = in_window.float()
+        count = weight.sum(1)
+        next_seen = k < batch.lengths
+        next_age = age.gather(1, k.clamp(max=mask.shape[1] - 1).unsqueeze(1))
+        next_days = torch.where(next_seen.unsqueeze(1), end_age - next_age, end_age).squeeze(1).clamp_min(0.0)
+        shares = {}
+        for i, name in enumerate(self.categorical):
+            counts = weight.new_zeros(len(k), cardinality[name]).scatter_add_(1, batch.categorical[..., i], weight)
+            shares[name] = counts / count.clamp_min(1.0).unsqueeze(1)
+        sums = [
+            signed_log1p(torch.where(in_window & (batch.numeric[..., flag] < 0.5), _raw(batch.numeric[..., col], scaler), 0.0).sum(1))
+            for col, flag, scaler in zip(self.numeric_columns, self.missing_columns, self.numeric_scalers)
+        ]
+        return {
+            "count": torch.log1p(count),
+            "n_window": count,
+            "next_days": torch.log1p(next_days),
+            "next_seen": next_seen,
+            "shares": shares,
+            "sums": torch.stack(sums, 1) if sums else count.new_zeros(len(k), 0),
+            "in_window": in_window,
+        }
+
+
+class FutureSummaryHead(nn.Module):
+    """z of a prefix -> predicted summary of the window after it, and the loss against it."""
+
+    def __init__(self, spec: FeatureSpec, embedding_dim: int, hidden: int, options: dict | None = None):
+        super().__init__()
+        self.options = future_options(options)
+        self.targets = FutureTargets(spec)
+        self.cardinality = dict(spec.categorical)
+        self.trunk = nn.Sequential(nn.Linear(embedding_dim, hidden), nn.GELU())
+        self.scalars = nn.Linear(hidden, 2 + len(self.targets.numeric))  # count, next_days, sums
+        self.values = nn.ModuleDict({name: nn.Linear(hidden, card) for name, card in self.cardinality.items()})
+
+    def forward(self, z: torch.Tensor) -> dict:
+        h = self.trunk(z)
+        scalars = self.scalars(h).float()
+        return {
+            "count": scalars[:, 0],
+            "next_days": scalars[:, 1],
+            "sums": scalars[:, 2:],
+            "logits": {name: head(h).float() for name, head in self.values.items()},
+        }
+
+    def loss(self, pred: dict, target: dict, usable: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, {term: loss}); each term a mean over usable customers (0 if none are)."""
+        delta = self.options["huber_delta"]
+        w = usable.float()
+
+        def mean(per_customer: torch.Tensor, weight: torch.Tensor = w) -> torch.Tensor:
+            return (per_customer * weight).sum() / weight.sum().clamp_min(1.0)
+
+        terms = {"future_count": mean(F.huber_loss(pred["count"], target["count"], reduction="none", delta=delta))}
+        # a censored next event (none seen before the anchor) only penalises predicting it too soon
+        seen = target["next_seen"]
+        guess = torch.where(seen, pred["next_days"], torch.minimum(pred["next_days"], target["next_days"]))
+        terms["future_next_days"] = mean(F.huber_loss(guess, target["next_days"], reduction="none", delta=delta))
+        if pred["sums"].shape[1]:
+            err = F.huber_loss(pred["sums"], target["sums"], reduction="none", delta=delta)
+            for j, name in enumerate(self.targets.numeric):
+                terms[f"future_{name}_sum"] = mean(err[:, j])
+        active = w * (target["n_window"] > 0).float()  # a value mix exists only where the window has events
+        for name, logits in pred["logits"].items():
+            ce = -(target["shares"][name] * F.log_softmax(logits, dim=-1)).sum(1)
+            terms[f"future_{name}_mix"] = mean(ce, active)
+        total = torch.stack(list(terms.values())).sum()
+        return total, terms

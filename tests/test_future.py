@@ -1,0 +1,149 @@
+"""The future-summary objective: prefixes, targets from after the prefix only, censoring,
+the loss falling, and the config wiring."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from eventseg.data.batch import EventBatch, FeatureSpec
+from eventseg.models import SequenceAutoencoder
+from eventseg.models.future import FutureTargets, future_options
+from eventseg.train import train
+from test_contrastive import fit
+from test_train import compose_train, tiny_overrides
+
+# amount and age scaled with center 0, scale 1: the features are signed_log1p of raw values
+SPEC = FeatureSpec(
+    categorical={"kind": 4 + 3},
+    numeric=["amount", "amount__missing", "time_log_age"],
+    scalers={"amount": {"center": 0.0, "scale": 1.0}, "time_log_age": {"center": 0.0, "scale": 1.0}},
+)
+CARD = dict(SPEC.categorical)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def batch_of(histories: list[list[tuple[float, int, float]]]) -> EventBatch:
+    """Histories as (age_days, kind code, amount or NaN) per event, oldest first."""
+    width = max(len(h) for h in histories)
+    cat = torch.zeros(len(histories), width, 1, dtype=torch.long)
+    num = torch.zeros(len(histories), width, 3)
+    for i, h in enumerate(histories):
+        for j, (age, kind, amount) in enumerate(h):
+            cat[i, j, 0] = kind
+            missing = math.isnan(amount)
+            num[i, j] = torch.tensor([0.0 if missing else math.copysign(math.log1p(abs(amount)), amount), float(missing), math.log1p(age)])
+    return EventBatch(cat, num, torch.tensor([len(h) for h in histories]), torch.arange(len(histories)))
+
+
+HAND = [(100.0, 4, 10.0), (80.0, 5, 20.0), (50.0, 6, 5.0), (45.0, 4, 7.0), (10.0, 5, float("nan"))]
+
+
+def test_targets_by_hand():
+    t = FutureTargets(SPEC)
+    got = t.compute(batch_of([HAND]), torch.tensor([2]), 31.0, CARD)  # prefix: the events at ages 100 and 80
+    # a 31-day window after age 80: only the event at age 50 (80 - 45 = 35 > 31 days)
+    assert got["in_window"][0].tolist() == [False, False, True, False, False]
+    assert got["n_window"].item() == 1 and got["count"].item() == pytest.approx(math.log1p(1))
+    assert got["next_days"].item() == pytest.approx(math.log1p(30.0), rel=1e-5)
+    assert bool(got["next_seen"].item())
+    assert got["shares"]["kind"][0].tolist() == [0.0] * 6 + [1.0]  # the window's one event is kind 6
+    assert got["sums"][0, 0].item() == pytest.approx(math.log1p(5.0), rel=1e-5)
+
+    wide = t.compute(batch_of([HAND]), torch.tensor([2]), 40.0, CARD)  # 40 days: ages 50 and 45
+    assert wide["n_window"].item() == 2
+    assert wide["shares"]["kind"][0, 4].item() == pytest.approx(0.5) and wide["shares"]["kind"][0, 6].item() == pytest.approx(0.5)
+    assert wide["sums"][0, 0].item() == pytest.approx(math.log1p(12.0), rel=1e-5)
+
+
+def test_missing_amounts_do_not_count_and_the_last_event_is_censored():
+    t = FutureTargets(SPEC)
+    got = t.compute(batch_of([HAND]), torch.tensor([4]), 40.0, CARD)  # prefix ends at age 45; next at age 10
+    assert got["n_window"].item() == 1 and got["sums"][0, 0].item() == 0.0  # its amount is missing
+    end = t.compute(batch_of([HAND]), torch.tensor([5]), 5.0, CARD)  # the whole history: nothing after
+    assert not bool(end["next_seen"].item()) and end["n_window"].item() == 0
+    assert end["next_days"].item() == pytest.approx(math.log1p(10.0), rel=1e-5)  # at least the 10 days to the anchor
+    assert end["shares"]["kind"].sum().item() == 0.0
+
+
+def test_targets_use_only_events_after_the_prefix():
+    """Rewriting the prefix (kinds, amounts, earlier times) leaves the target unchanged;
+    rewriting an event in the window changes it."""
+    t = FutureTargets(SPEC)
+    k = torch.tensor([3])
+    base = t.compute(batch_of([HAND]), k, 40.0, CARD)
+    prefix_changed = [(300.0, 6, 999.0), (70.0, 6, -3.0)] + HAND[2:]
+    same = t.compute(batch_of([prefix_changed]), k, 40.0, CARD)
+    for key in ("count", "next_days", "sums"):
+        assert torch.equal(base[key], same[key]), key
+    assert torch.equal(base["shares"]["kind"], same["shares"]["kind"])
+    future_changed = HAND[:3] + [(45.0, 6, 70.0)] + HAND[4:]
+    other = t.compute(batch_of([future_changed]), k, 40.0, CARD)
+    assert not torch.equal(base["sums"], other["sums"]) and not torch.equal(base["shares"]["kind"], other["shares"]["kind"])
+
+
+def test_prefixes_leave_a_whole_window_before_the_anchor():
+    t = FutureTargets(SPEC)
+    recent_only = [(5.0, 4, 1.0), (2.0, 4, 1.0)]  # every event within 30 days of the anchor
+    batch = batch_of([HAND, recent_only])
+    ks = []
+    for seed in range(200):
+        k, usable = t.sample_prefixes(batch, 30.0, torch.Generator().manual_seed(seed))
+        assert usable.tolist() == [True, False]
+        ks.append(int(k[0]))
+    assert set(ks) == {1, 2, 3, 4}  # ages 100, 80, 50, 45 are >= 30 days before the anchor; age 10 is not
+
+
+def test_options_are_checked():
+    assert future_options(None)["horizon_days"] == 30.0
+    with pytest.raises(ValueError, match="horizon_days"):
+        future_options({"horizon_days": 0})
+    with pytest.raises(ValueError, match="unknown future options"):
+        future_options({"window": 3})
+    no_time = {"categorical": {"kind": 7}, "numeric": ["amount"]}
+    with pytest.raises(ValueError, match="re-run prepare"):
+        SequenceAutoencoder(no_time, d_model=16, embedding_dim=8, objectives={"future": 1.0})
+
+
+def structured_sequences(n: int, seed: int = 0) -> list:
+    """Customers whose future follows from their past: a steady rhythm (gap), a favourite
+    kind and a typical amount, so the window after any prefix is predictable from it."""
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for i in range(n):
+        gap = rng.choice([2.0, 9.0, 25.0])
+        length = int(rng.integers(8, 30))
+        ages = (np.arange(length)[::-1] * gap + rng.uniform(0, 3)).tolist()
+        kind = int(rng.integers(4, 7))
+        amount = float(rng.choice([3.0, 40.0, 300.0]))
+        b = batch_of([[(a, kind if rng.random() < 0.8 else 4, amount * rng.uniform(0.8, 1.2)) for a in ages]])
+        seqs.append((b.categorical[0], b.numeric[0], i))
+    return seqs
+
+
+def test_future_objective_loss_falls():
+    model = SequenceAutoencoder(SPEC.to_dict(), d_model=32, embedding_dim=16, objectives={"future": 1.0},
+                                future={"horizon_days": 30}, lr=3e-3, warmup_steps=0)
+    assert model.decoder is None and model.future_head is not None
+    losses = fit(model, structured_sequences(64), steps=150, batch_size=16)
+    start, end = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert end < 0.6 * start, (start, end)
+
+
+def test_fast_dev_run_future_objectives(tmp_path, tiny_events):
+    result = train(compose_train(tiny_overrides(tmp_path, tiny_events) + ["objective=contrastive_future", "debug=fast_dev_run"]))
+    m = result.metrics
+    assert result.model.decoder is None and result.model.hparams.future["horizon_days"] == 30
+    assert {"val/loss_contrastive", "val/loss_future", "val/loss_future_count", "val/loss_future_amount_sum",
+            "val/loss_future_category_mix", "val/loss_future_next_days"} <= set(m)
+    assert abs(m["val/loss"] - m["val/loss_contrastive"] - m["val/loss_future"]) < 1e-4
