@@ -1,7 +1,8 @@
 """Named data sources a data config can point at: a file, the synthetic default, Complete Journey.
 
 Each returns something `read_events` accepts (a path or a DataFrame), so the rest of the
-pipeline never knows where the events came from.
+pipeline never knows where the events came from. Complete Journey also has household
+demographics, which `completejourney_demographic_labels` turns into probe labels.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 
@@ -57,3 +59,39 @@ def load_completejourney(raw_dir: str | Path) -> pd.DataFrame:
     tx = pd.read_parquet(tx_file)
     products = pd.read_parquet(products_file, columns=["product_id", "department", "product_category", "brand"])
     return tx.merge(products, on="product_id", how="left", validate="many_to_one")
+
+
+# Complete Journey demographics answer brackets, split at the probes' thresholds. Every known
+# bracket is listed, so a renamed or new one fails loudly instead of landing on the wrong side.
+INCOME_UNDER_50K = ("Under 15K", "15-24K", "25-34K", "35-49K")
+INCOME_50K_PLUS = ("50-74K", "75-99K", "100-124K", "125-149K", "150-174K", "175-199K", "200-249K", "250K+")
+AGE_UNDER_45 = ("19-24", "25-34", "35-44")
+AGE_45_PLUS = ("45-54", "55-64", "65+")
+
+
+def _bracket_label(values: pd.Series, positive: tuple, negative: tuple, column: str) -> pd.Series:
+    """1.0 / 0.0 by bracket, NaN where the answer is missing."""
+    text = values.astype("string")
+    unknown = sorted(set(text.dropna()) - set(positive) - set(negative))
+    if unknown:
+        raise ValueError(f"demographics column '{column}' has unknown bracket(s) {unknown}; known: {[*negative, *positive]}")
+    return text.isin(positive).astype(np.float64).where(text.notna())
+
+
+def completejourney_demographic_labels(raw_dir: str | Path) -> pd.DataFrame:
+    """Probe labels from the demographics of the 801 households that have them.
+
+    `household_id`, `income_over_50k` (income bracket 50-74K or above) and `age_45_plus`
+    (age bracket 45-54 or above): 1.0 / 0.0, NaN where the household did not answer. These
+    are things a purchase history implies but never states, so they test what an embedding
+    learned beyond the aggregates.
+    """
+    path = Path(raw_dir) / "demographics.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"Complete Journey demographics not found: {path} (set data.raw_dir to the folder holding it)")
+    demo = pd.read_parquet(path, columns=["household_id", "income", "age"])
+    return pd.DataFrame({
+        "household_id": demo["household_id"].to_numpy(),
+        "income_over_50k": _bracket_label(demo["income"], INCOME_50K_PLUS, INCOME_UNDER_50K, "income").to_numpy(),
+        "age_45_plus": _bracket_label(demo["age"], AGE_45_PLUS, AGE_UNDER_45, "age").to_numpy(),
+    })

@@ -1,0 +1,512 @@
+"""Do the embeddings earn their keep? The same probes on every representation, one split.
+
+For a dataset with labels, `evaluate_probes` fits the same simple probes (logistic
+regression, gradient-boosted trees) on the same seeded customer split for
+- `aggregates`: the hand-made features of eventseg.features (the yardstick);
+- each set of embeddings (one per training objective, or any embeddings file);
+- each `<embeddings>+aggregates`: both blocks side by side (eventseg.hybrid.HybridRepresentation);
+and reports test ROC-AUC with a bootstrap 95% interval, PR-AUC and top-decile lift, plus the
+oracle (true probabilities) where a truth table exists. Probes are deliberately fixed and
+simple: a difference between rows is then a difference between representations, not tuning.
+
+Every representation goes through HybridRepresentation (with one block or both), so the
+aggregate columns are scaled identically alone and in the hybrid: a difference in AUC is the
+added block, not a different regularisation strength.
+
+`evaluate_from_config` is the script's entry: it trains one model per objective (reusing
+up-to-date trainings and embeddings through eventseg.stages), builds or reads the labels,
+runs the probes and writes `evaluation.md` and `evaluation.json` under `out_dir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+from eventseg.artifacts import atomic_path, sidecar_path, write_json
+from eventseg.data.io import read_events, read_table
+from eventseg.data.labels import build_labels
+from eventseg.data.schema import EventSchema
+from eventseg.data.sources import completejourney_demographic_labels, resolve_source, source_files
+from eventseg.data.split import SPLITS, TEST, TRAIN, VAL, assign_splits
+from eventseg.features import AggregateFeatureBuilder, as_validated
+from eventseg.hybrid import HybridRepresentation
+from eventseg.propensity import align_to_ids, classification_metrics, label_kinds
+
+PROBES = ("logistic", "hgb")
+AGGREGATES = "aggregates"
+ORACLE = "oracle"
+# The issue's targets, ROC-AUC against aggregates: embeddings alone within 0.01, hybrid ahead by 0.01.
+EMBEDDING_TOLERANCE = 0.01
+HYBRID_GAIN = 0.01
+TRAIN_KEYS = ("model", "objective", "trainer", "loader", "callbacks", "seed", "run_name", "compile")
+
+
+# --- bootstrap -------------------------------------------------------------------------------
+
+
+class _SortedScores:
+    """Scores sorted once, ties grouped: AUC of any row weighting is then a few array ops."""
+
+    def __init__(self, y, p):
+        y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+        if y.shape != p.shape or y.ndim != 1:
+            raise ValueError(f"labels and scores must be 1-D and of equal length, got {y.shape} and {p.shape}")
+        order = np.argsort(p, kind="stable")
+        self.n = len(y)
+        self.ys = y[order]
+        self.starts = np.flatnonzero(np.r_[True, p[order][1:] != p[order][:-1]])  # one group per distinct score
+        self.rank = np.empty(self.n, dtype=np.int64)
+        self.rank[order] = np.arange(self.n)
+
+    def auc(self, w: np.ndarray) -> np.ndarray:
+        """Weighted Mann-Whitney AUC per row of `w` [b, n] (weights in sorted order); ties count 1/2."""
+        pos = np.add.reduceat(w * self.ys, self.starts, axis=1)
+        neg = np.add.reduceat(w * (1.0 - self.ys), self.starts, axis=1)
+        below = np.cumsum(neg, axis=1) - neg  # negatives with a strictly lower score
+        pairs = pos.sum(axis=1) * neg.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(pairs > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / pairs, np.nan)
+
+
+def roc_auc(y, p) -> float:
+    """ROC-AUC of the full sample by the bootstrap's own count (NaN with one class)."""
+    s = _SortedScores(y, p)
+    return float(s.auc(np.ones((1, s.n)))[0])
+
+
+def bootstrap_aucs(y, p, n_boot: int = 1000, seed: int = 0, chunk_cells: int = 4_000_000) -> np.ndarray:
+    """ROC-AUC on each of `n_boot` resamples of the rows (NaN where a resample has one class).
+
+    The resamples depend only on (len(y), n_boot, seed), so two score vectors for the same
+    labels get the same resamples and differences between them are paired. Vectorised: a
+    resample is a row of multiplicities, in chunks of at most `chunk_cells` numbers.
+    """
+    s = _SortedScores(y, p)
+    rng = np.random.default_rng(seed)
+    step = max(1, chunk_cells // max(s.n, 1))
+    out = np.empty(n_boot)
+    for lo in range(0, n_boot, step):
+        b = min(step, n_boot - lo)
+        cells = (s.rank[rng.integers(0, s.n, size=(b, s.n))] + s.n * np.arange(b)[:, None]).ravel()
+        out[lo : lo + b] = s.auc(np.bincount(cells, minlength=b * s.n).reshape(b, s.n).astype(np.float64))
+    return out
+
+
+def percentile_interval(samples, level: float = 0.95) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval, ignoring NaN resamples (None when all are NaN)."""
+    samples = np.asarray(samples, dtype=np.float64)
+    samples = samples[~np.isnan(samples)]
+    if len(samples) == 0:
+        return None, None
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(samples, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+# --- probes ----------------------------------------------------------------------------------
+
+
+def make_probe(kind: str, seed: int = 0, logistic: Mapping | None = None, hgb: Mapping | None = None):
+    """A fresh, fixed probe: `logistic` (L2, fixed C) or `hgb` (seeded trees, no early stopping)."""
+    if kind == "logistic":
+        return LogisticRegression(**{"C": 1.0, "max_iter": 2000, **dict(logistic or {})})
+    if kind == "hgb":
+        return HistGradientBoostingClassifier(**{"early_stopping": False, **dict(hgb or {}), "random_state": seed})
+    raise ValueError(f"unknown probe {kind!r}; use any of {list(PROBES)}")
+
+
+def _complement_of(labels: pd.DataFrame, col: str, earlier: list[str]) -> str | None:
+    """An earlier label that `col` is exactly 1 minus (churn vs purchase when every event is a purchase)."""
+    y = labels[col]
+    for other in earlier:
+        z = labels[other]
+        if y.isna().equals(z.isna()) and ((y + z)[y.notna()] == 1).all():
+            return other
+    return None
+
+
+def _probe_labels(tables: Sequence[pd.DataFrame], ids: np.ndarray, id_col: str) -> tuple[pd.DataFrame, dict]:
+    """The binary label columns of every table, aligned to `ids` (NaN = unlabelled), and a report."""
+    aligned, reports = [], []
+    for table in tables:
+        key = id_col if id_col in table.columns else "customer_id"
+        values, report = align_to_ids(ids, table, key, "labels")
+        clash = sorted(set(values.columns) & {c for a in aligned for c in a.columns})
+        if clash:
+            raise ValueError(f"label column(s) {clash} come from more than one labels table: rename one")
+        aligned.append(values)
+        reports.append({"columns": list(values.columns), **report})
+    if not aligned:
+        raise ValueError("no labels: set labels.path, or data.cutoff to build them from the events (or labels.demographics)")
+    labels = pd.concat(aligned, axis=1)
+    binary, continuous, skipped = label_kinds(labels)
+    skipped.update({c: "continuous target: the probes are classifiers" for c in continuous})
+    kept = []
+    for col in binary:
+        other = _complement_of(labels, col, kept)
+        if other is not None:
+            skipped[col] = f"exactly 1 - {other}: same ranking problem"
+        else:
+            kept.append(col)
+    if not kept:
+        raise ValueError(f"no binary (0/1) label to probe; skipped: {skipped}")
+    return labels[kept], {"tables": reports, "probed": kept, "skipped": skipped}
+
+
+def evaluate_probes(
+    events: pd.DataFrame,
+    schema: EventSchema,
+    embeddings: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    labels: pd.DataFrame | Sequence[pd.DataFrame],
+    *,
+    truth: pd.DataFrame | None = None,
+    cutoff=None,
+    split_seed: int = 0,
+    split_fractions=(0.8, 0.1, 0.1),
+    kinds: Sequence[str] = PROBES,
+    n_boot: int = 1000,
+    seed: int = 0,
+    logistic: Mapping | None = None,
+    hgb: Mapping | None = None,
+    top_k_categories: int = 10,
+    threads: int | None = None,
+) -> dict:
+    """Fit every probe on every representation, score the test split; a JSON-ready dict.
+
+    events: the event log; aggregates see only events strictly before `cutoff`.
+    embeddings: name -> (ids, matrix [n, dim]) of history before the cutoff.
+    labels: one table or several (id column + label columns); binary 0/1 columns are probed,
+        NaN = unlabelled for that label only.
+    truth: optional id + `p_<label>` columns: the oracle row.
+    Customers evaluated: those with history before the cutoff and a vector in every set of
+    embeddings, split by `assign_splits(ids, split_seed, split_fractions)`; probes are fitted
+    on train + validation and scored on test. Bootstrap resamples (`n_boot`, `seed`) are
+    shared by every row of a label, so the deltas against aggregates are paired.
+    threads: cap on the probes' OpenMP/BLAS threads (None: the libraries' default). On a busy
+        shared CPU, 1 avoids threads spin-waiting for each other (a tiny tree fit can take 50 s).
+    """
+    started = time.perf_counter()
+    kinds = list(kinds)
+    if not kinds or set(kinds) - set(PROBES):
+        raise ValueError(f"probe kinds must be a non-empty subset of {list(PROBES)}, got {kinds}")
+    clash = {AGGREGATES, ORACLE} & set(embeddings)
+    if clash or any("+" in name for name in embeddings):
+        raise ValueError(f"embeddings names must not be {sorted({AGGREGATES, ORACLE})} nor contain '+'; got {list(embeddings)}")
+    events = as_validated(events, schema)
+    history = events if cutoff is None else events.loc[events[schema.time_col] < pd.Timestamp(cutoff)]
+    ids = np.sort(history[schema.id_col].unique())
+    if len(ids) == 0:
+        raise ValueError(f"no events before the cutoff {cutoff}: nothing to evaluate")
+
+    # customers in every set of embeddings; a set covering none of them is an error (align_to_ids)
+    rows, coverage = {}, {"with_history": int(len(ids))}
+    for name, (emb_ids, matrix) in embeddings.items():
+        matrix = np.asarray(matrix)
+        if matrix.ndim != 2 or len(matrix) != len(emb_ids):
+            raise ValueError(f"embeddings '{name}' must be [customers, dim] with one row per id, got {matrix.shape} for {len(emb_ids)} ids")
+        pos, _ = align_to_ids(ids, pd.DataFrame({"id": np.asarray(emb_ids), "row": np.arange(len(emb_ids))}), "id", f"embeddings '{name}'")
+        rows[name] = pos["row"].to_numpy()
+        coverage[f"without_{name}"] = int(np.isnan(rows[name]).sum())
+    keep = np.all([~np.isnan(r) for r in rows.values()], axis=0) if rows else np.ones(len(ids), dtype=bool)
+    ids = ids[keep]
+    coverage["evaluated"] = int(len(ids))
+    splits = assign_splits(ids, split_seed, split_fractions)
+    fit, test = np.isin(splits, (TRAIN, VAL)), splits == TEST
+    if not fit.any() or not test.any():
+        raise ValueError(f"{len(ids)} customers give an empty fit or test split with fractions {list(split_fractions)}")
+
+    builder = AggregateFeatureBuilder(schema, top_k_categories).fit(history.loc[history[schema.id_col].isin(ids[fit])], cutoff)
+    A = builder.transform(history, cutoff).reindex(ids).to_numpy(np.float64)
+    blocks = {AGGREGATES: (None, A)}
+    for name, (_, matrix) in embeddings.items():
+        E = np.asarray(matrix, dtype=np.float64)[rows[name][keep].astype(np.int64)]
+        blocks[name] = (E, None)
+        blocks[f"{name}+{AGGREGATES}"] = (E, A)
+    X = {name: HybridRepresentation().fit(*(None if b is None else b[fit] for b in pair)).transform(*pair)
+         for name, pair in blocks.items()}  # fmt: skip
+
+    label_table, label_report = _probe_labels([labels] if isinstance(labels, pd.DataFrame) else list(labels), ids, schema.id_col)
+    oracle = None
+    if truth is not None:
+        wanted = [f"p_{c}" for c in label_table.columns if f"p_{c}" in truth.columns]
+        if wanted:
+            key = schema.id_col if schema.id_col in truth.columns else "customer_id"
+            oracle, _ = align_to_ids(ids, truth, key, "truth", columns=wanted)
+
+    results, skipped = {}, dict(label_report["skipped"])
+    with threadpool_limits(limits=threads) if threads else contextlib.nullcontext():
+        for label in label_table.columns:
+            y = label_table[label].to_numpy()
+            known = ~np.isnan(y)
+            fit_rows, test_rows = fit & known, test & known
+            reason = _unusable(y, fit_rows, "fit (train + val)") or _unusable(y, test_rows, "test")
+            if reason:
+                skipped[label] = reason
+                continue
+            y_fit, y_test = y[fit_rows], y[test_rows]
+            rows_out, samples = [], {}
+            for rep, matrix in X.items():
+                for kind in kinds:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", UserWarning)
+                        probe = make_probe(kind, seed, logistic, hgb).fit(matrix[fit_rows], y_fit)
+                    p = probe.predict_proba(matrix[test_rows])[:, list(probe.classes_).index(1.0)]
+                    samples[rep, kind] = bootstrap_aucs(y_test, p, n_boot, seed)
+                    rows_out.append(_row(rep, kind, y_test, p, samples[rep, kind]))
+            if oracle is not None and f"p_{label}" in oracle.columns:
+                o = oracle[f"p_{label}"].to_numpy()
+                has = test_rows & ~np.isnan(o)
+                if _unusable(y, has, "test") is None:
+                    rows_out.append(_row(ORACLE, None, y[has], o[has], bootstrap_aucs(y[has], o[has], n_boot, seed)))
+            results[label] = {
+                "n_fit": int(fit_rows.sum()),
+                "n_test": int(test_rows.sum()),
+                "positives": int(y_test.sum()),
+                "base_rate": float(y_test.mean()),
+                "rows": rows_out,
+                "deltas": _deltas(rows_out, samples, list(embeddings), kinds),
+            }
+    if not results:
+        raise ValueError(f"every label was skipped: {skipped}")
+    return {
+        "cutoff": None if cutoff is None else str(pd.Timestamp(cutoff)),
+        "customers": coverage,
+        "split": {"seed": int(split_seed), "fractions": [float(f) for f in split_fractions],
+                  "counts": {s: int((splits == i).sum()) for i, s in enumerate(SPLITS)}},  # fmt: skip
+        "labels": {**label_report, "skipped": skipped},
+        "representations": list(X),
+        "aggregate_columns": int(A.shape[1]),
+        "probes": {"kinds": kinds, "n_boot": int(n_boot), "seed": int(seed), "logistic": dict(logistic or {}),
+                   "hgb": dict(hgb or {}), "threads": threads},  # fmt: skip
+        "targets": {"embedding_tolerance": EMBEDDING_TOLERANCE, "hybrid_gain": HYBRID_GAIN},
+        "results": results,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _unusable(y: np.ndarray, rows: np.ndarray, where: str) -> str | None:
+    """Why a label cannot be probed on these rows (None when it can)."""
+    values = y[rows]
+    if len(values) == 0:
+        return f"no labelled customer in the {where} split"
+    if values.min() == values.max():
+        return f"only one class ({int(values[0])}) among the {len(values)} labelled customers of the {where} split"
+    return None
+
+
+def _row(rep: str, kind: str | None, y: np.ndarray, p: np.ndarray, samples: np.ndarray) -> dict:
+    m = classification_metrics(y, p)
+    lo, hi = percentile_interval(samples)
+    return {"representation": rep, "probe": kind, "roc_auc": m["roc_auc"], "roc_auc_ci": [lo, hi], "pr_auc": m["pr_auc"],
+            "top_decile_lift": m["top_decile_lift"], "brier": m["brier"], "n_test": m["n"], "positives": m["positives"]}  # fmt: skip
+
+
+def _deltas(rows: list[dict], samples: dict, names: list[str], kinds: list[str]) -> list[dict]:
+    """Per embeddings set and probe: ROC-AUC minus the aggregates' (paired bootstrap interval)."""
+    auc = {(r["representation"], r["probe"]): r["roc_auc"] for r in rows}
+    out = []
+    for name in names:
+        for kind in kinds:
+            base = (AGGREGATES, kind)
+            entry = {"embeddings": name, "probe": kind}
+            for key, rep, target in (("embeddings", name, -EMBEDDING_TOLERANCE), ("hybrid", f"{name}+{AGGREGATES}", HYBRID_GAIN)):
+                delta = auc[rep, kind] - auc[base]
+                lo, hi = percentile_interval(samples[rep, kind] - samples[base])
+                entry[f"{key}_minus_aggregates"] = {"delta": delta, "ci": [lo, hi], "meets_target": bool(delta >= target)}
+            out.append(entry)
+    return out
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def _num(x, digits: int = 3, sign: bool = False) -> str:
+    return "—" if x is None else f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def _interval(value, ci, sign: bool = False) -> str:
+    return f"{_num(value, sign=sign)} [{_num(ci[0], sign=sign)}, {_num(ci[1], sign=sign)}]"
+
+
+def render_markdown(result: Mapping[str, Any], title: str = "Evaluation") -> str:
+    """One table per label (every representation x probe, then the oracle) and its deltas."""
+    split = result["split"]
+    lines = [
+        f"# {title}", "",
+        f"Probes fitted on train + validation customers, scored on test customers (split seed {split['seed']}, "
+        f"counts {split['counts']}); {'history before ' + result['cutoff'] if result['cutoff'] else 'all history'}. ROC-AUC with a 95% "
+        f"percentile bootstrap interval ({result['probes']['n_boot']} resamples); PR-AUC is average precision; "
+        "lift@10% is the positive rate in the top decile of scores over the base rate.",
+    ]  # fmt: skip
+    for label, r in result["results"].items():
+        lines += ["", f"## {label}", "",
+                  f"test customers {r['n_test']:,}, positives {r['positives']:,} ({r['base_rate']:.1%})", "",
+                  "| representation | probe | ROC-AUC [95% CI] | PR-AUC | lift@10% |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        for row in r["rows"]:
+            lines.append(f"| {row['representation']} | {row['probe'] or '—'} | {_interval(row['roc_auc'], row['roc_auc_ci'])} "
+                         f"| {_num(row['pr_auc'])} | {_num(row['top_decile_lift'], 2)} |")  # fmt: skip
+        if not r["deltas"]:
+            continue
+        lines += ["", f"ROC-AUC minus aggregates' (same probe, paired bootstrap 95% CI; targets: embeddings ≥ "
+                      f"{-EMBEDDING_TOLERANCE:+.2f}, embeddings+aggregates ≥ {HYBRID_GAIN:+.2f}):", "",
+                  "| embeddings | probe | embeddings − aggregates | embeddings+aggregates − aggregates |",
+                  "| --- | --- | --- | --- |"]  # fmt: skip
+        for d in r["deltas"]:
+            cells = [f"{_interval(v['delta'], v['ci'], sign=True)} {'✓' if v['meets_target'] else '✗'}"
+                     for v in (d["embeddings_minus_aggregates"], d["hybrid_minus_aggregates"])]  # fmt: skip
+            lines.append(f"| {d['embeddings']} | {d['probe']} | {cells[0]} | {cells[1]} |")
+    skipped = result["labels"]["skipped"]
+    if skipped:
+        lines += ["", "## Skipped labels", ""] + [f"- `{label}`: {why}" for label, why in skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+# --- the evaluate job ------------------------------------------------------------------------
+
+
+def _plain(value):
+    """Config subtree as plain Python, so it hashes and serialises."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def objective_configs(names: Sequence[str]) -> dict[str, DictConfig]:
+    """The running Hydra app's config composed once per objective: the user's overrides + objective=<name>.
+
+    Composing (rather than editing one config) keeps each objective's own defaults, e.g.
+    objective=contrastive_future inheriting from reconstruction. All are composed before any training, so an
+    unknown objective fails at once.
+    """
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    task = [o for o in hydra_cfg.overrides.task if o.split("=")[0].lstrip("+~") != "objective"]
+    return {name: compose(config_name=hydra_cfg.job.config_name, overrides=[*task, f"objective={name}"]) for name in names}
+
+
+def train_and_embed(cfg: DictConfig, configs: Mapping[str, DictConfig]) -> dict[str, Path]:
+    """One model per objective on the same prepared data; returns name -> embeddings path.
+
+    Each objective's checkpoints, train_metrics.json and embeddings.parquet live under
+    `<out_dir>/<objective>/`; stages whose outputs are up to date are skipped.
+    """
+    from eventseg.embed import embed_from_config
+    from eventseg.prepare import PreparedData, prepare_from_config
+    from eventseg.stages import StageRunner
+    from eventseg.train import train
+
+    out = Path(cfg.out_dir)
+    runner = StageRunner(out, force=bool(cfg.get("force", False)))
+    data_files = source_files(cfg.data)
+    prepared = out / "prepared"
+    runner.run("prepare", lambda: prepare_from_config(cfg.data, out), config=_plain(cfg.data), inputs=data_files, outputs=[prepared])
+    paths = {}
+    for name, obj_cfg in configs.items():
+        obj_cfg = copy.deepcopy(obj_cfg)
+        obj_cfg.out_dir = str(out / name)
+        if obj_cfg.callbacks.get("model_checkpoint"):
+            obj_cfg.callbacks.model_checkpoint.dirpath = str(out / name / "checkpoints")
+        metrics_file = out / name / "train_metrics.json"
+        runner.run(f"train_{name}", lambda c=obj_cfg: train(c, PreparedData.load(prepared)),
+                   config={k: _plain(obj_cfg.get(k)) for k in TRAIN_KEYS}, inputs=[prepared], outputs=[metrics_file])  # fmt: skip
+        checkpoint = json.loads(metrics_file.read_text()).get("best_checkpoint")
+        if not checkpoint:
+            raise ValueError(f"objective '{name}': training saved no checkpoint (is callbacks.model_checkpoint set?)")
+        embed_cfg = OmegaConf.create({"ckpt": checkpoint, "out_dir": str(out / name), "data": _plain(cfg.data), **_plain(cfg.embed)})
+        paths[name] = out / name / "embeddings.parquet"
+        runner.run(f"embed_{name}", lambda c=embed_cfg: write_json(embed_from_config(c), out / name / "embed_metrics.json"),
+                   config=_plain(embed_cfg), inputs=[checkpoint, *data_files], outputs=[paths[name]])  # fmt: skip
+    return paths
+
+
+def _check_cutoff(name: str, path: Path, cutoff) -> None:
+    """Embeddings that saw events at or after the cutoff would see the labels' horizon: refuse them."""
+    side = sidecar_path(path)
+    if cutoff is None or not side.exists():
+        if cutoff is not None:
+            warnings.warn(f"embeddings '{name}' ({path}) have no sidecar: cannot check they stop before data.cutoff={cutoff}")
+        return
+    made = json.loads(side.read_text()).get("cutoff")
+    if made is None or pd.Timestamp(made) > pd.Timestamp(cutoff):
+        raise ValueError(f"embeddings '{name}' ({path}) were made from history up to {made or 'the last event'}, "
+                         f"after data.cutoff={cutoff}: they would see the labels' horizon. Re-embed with that cutoff.")  # fmt: skip
+
+
+def load_labels(cfg: DictConfig, events: pd.DataFrame, schema: EventSchema) -> list[pd.DataFrame]:
+    """labels.path, else labels built from the events after data.cutoff; plus the demographics."""
+    labels_cfg, cutoff = cfg.labels, cfg.data.get("cutoff")
+    tables = []
+    if labels_cfg.get("path"):
+        tables.append(read_table(labels_cfg.path, "labels"))
+    elif cutoff is not None:
+        amount = schema.numeric[0] if schema.numeric else None
+        tables.append(build_labels(events, schema, cutoff, int(labels_cfg.horizon_days), amount_col=amount))
+    demographics = labels_cfg.get("demographics", "auto")
+    if demographics == "auto":
+        demographics = cfg.data.get("source") == "completejourney"
+    if demographics:
+        if cfg.data.get("source") != "completejourney":
+            raise ValueError(f"labels.demographics needs data=completejourney, not data.source={cfg.data.get('source')!r}")
+        tables.append(completejourney_demographic_labels(cfg.data.raw_dir))
+    if not tables:
+        raise ValueError("no labels: set labels.path, or data.cutoff to build them from the events after it")
+    return tables
+
+
+def evaluate_from_config(cfg: DictConfig, configs: Mapping[str, DictConfig] | None = None) -> dict:
+    """The evaluate job: train and embed per objective, probe every representation, write the tables.
+
+    configs: objective name -> its composed config (default: composed from the running Hydra
+    app with `objective_configs`). Writes `<out_dir>/evaluation.md` and `evaluation.json`;
+    returns the JSON-ready result with the paths.
+    """
+    from eventseg.embed import load_embeddings
+
+    out = Path(cfg.out_dir)
+    names = [str(n) for n in cfg.get("objectives") or []]
+    given = {str(k): Path(v) for k, v in (cfg.get("embeddings") or {}).items()}
+    clash = sorted(set(names) & set(given))
+    if clash:
+        raise ValueError(f"{clash} named both as an objective and in embeddings: rename the embeddings")
+    for name, path in given.items():
+        if not path.exists():
+            raise FileNotFoundError(f"embeddings '{name}': file not found: {path}")
+    schema = EventSchema.from_config(cfg.data)
+    events = read_events(resolve_source(cfg.data), schema)
+    labels = load_labels(cfg, events, schema)  # before any training: a missing label fails fast
+    trained = {}
+    if names:
+        configs = configs if configs is not None else objective_configs(names)
+        trained = train_and_embed(cfg, {n: configs[n] for n in names})
+    paths = {**trained, **given}
+    cutoff = cfg.data.get("cutoff")
+    for name, path in paths.items():
+        _check_cutoff(name, path, cutoff)
+    probes = cfg.probes
+    truth = read_table(cfg.labels.truth_path, "truth") if cfg.labels.get("truth_path") else None
+    result = evaluate_probes(
+        events, schema, {name: load_embeddings(path) for name, path in paths.items()}, labels, truth=truth, cutoff=cutoff,
+        split_seed=int(cfg.data.split.seed), split_fractions=tuple(cfg.data.split.fractions), kinds=list(probes.kinds),
+        n_boot=int(probes.n_boot), seed=int(probes.seed), logistic=_plain(probes.get("logistic")), hgb=_plain(probes.get("hgb")),
+        top_k_categories=int(probes.get("top_k_categories", 10)), threads=probes.get("threads"),
+    )  # fmt: skip
+    result["embeddings"] = {name: str(path) for name, path in paths.items()}
+    result["config"] = _plain(cfg)
+    md, js = out / "evaluation.md", out / "evaluation.json"
+    with atomic_path(md) as tmp:
+        tmp.write_text(render_markdown(result, f"Evaluation · {cfg.data.name}"), encoding="utf-8")
+    write_json(result, js)
+    return {**result, "outputs": {"markdown": str(md), "json": str(js)}}
