@@ -130,7 +130,7 @@ def train_throughput(model_cfg: str, batch_size: int, seq_len: int, steps: int, 
     # the layout prepare gives one numeric field: value, missing flag, then the 7 time features
     numeric = ["amount", "amount__missing", "time_log_gap", "time_first_event", "time_hour_sin", "time_hour_cos",
                "time_week_sin", "time_week_cos", "time_log_age"]
-    unit = {"center": 0.0, "scale": 1.0}
+    unit = {"center": 0.0, "scale": 1.0, "clip": 5.0}
     spec = {"categorical": {"event_type": 8, "category": 34, "channel": 7}, "numeric": numeric,
             "scalers": {"amount": unit, "time_log_gap": unit, "time_log_age": unit}}
     model = SequenceAutoencoder(feature_spec=spec, **options)

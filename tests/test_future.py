@@ -1,5 +1,5 @@
-"""The future-summary objective: prefixes, targets from after the prefix only, censoring,
-the loss falling, and the config wiring."""
+"""The future-summary objective: cut times, prefixes re-anchored to the cut, targets from
+after the cut only, censoring, the loss falling, and the config wiring."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from test_train import compose_train, tiny_overrides
 SPEC = FeatureSpec(
     categorical={"kind": 4 + 3},
     numeric=["amount", "amount__missing", "time_log_age"],
-    scalers={"amount": {"center": 0.0, "scale": 1.0}, "time_log_age": {"center": 0.0, "scale": 1.0}},
+    scalers={"amount": {"center": 0.0, "scale": 1.0, "clip": 50.0}, "time_log_age": {"center": 0.0, "scale": 1.0, "clip": 50.0}},
 )
 CARD = dict(SPEC.categorical)
 
@@ -49,59 +49,67 @@ def batch_of(histories: list[list[tuple[float, int, float]]]) -> EventBatch:
 HAND = [(100.0, 4, 10.0), (80.0, 5, 20.0), (50.0, 6, 5.0), (45.0, 4, 7.0), (10.0, 5, float("nan"))]
 
 
+def targets(history, cut_age: float, horizon: float) -> dict:
+    batch = batch_of([history])
+    k = torch.tensor([sum(age > cut_age for age, _, _ in history)])  # events strictly before the cut
+    return FutureTargets(SPEC).compute(batch, torch.tensor([cut_age]), k, horizon, CARD)
+
+
 def test_targets_by_hand():
-    t = FutureTargets(SPEC)
-    got = t.compute(batch_of([HAND]), torch.tensor([2]), 31.0, CARD)  # prefix: the events at ages 100 and 80
-    # a 31-day window after age 80: only the event at age 50 (80 - 45 = 35 > 31 days)
+    got = targets(HAND, 60.0, 12.0)  # cut 60 days before the anchor: the window is ages (48, 60]
     assert got["in_window"][0].tolist() == [False, False, True, False, False]
     assert got["n_window"].item() == 1 and got["count"].item() == pytest.approx(math.log1p(1))
-    assert got["next_days"].item() == pytest.approx(math.log1p(30.0), rel=1e-5)
+    assert got["next_days"].item() == pytest.approx(math.log1p(10.0), rel=1e-5)  # the event at age 50
     assert bool(got["next_seen"].item())
     assert got["shares"]["kind"][0].tolist() == [0.0] * 6 + [1.0]  # the window's one event is kind 6
     assert got["sums"][0, 0].item() == pytest.approx(math.log1p(5.0), rel=1e-5)
 
-    wide = t.compute(batch_of([HAND]), torch.tensor([2]), 40.0, CARD)  # 40 days: ages 50 and 45
+    wide = targets(HAND, 60.0, 20.0)  # ages (40, 60]: the events at 50 and 45
     assert wide["n_window"].item() == 2
     assert wide["shares"]["kind"][0, 4].item() == pytest.approx(0.5) and wide["shares"]["kind"][0, 6].item() == pytest.approx(0.5)
     assert wide["sums"][0, 0].item() == pytest.approx(math.log1p(12.0), rel=1e-5)
 
 
-def test_missing_amounts_do_not_count_and_the_last_event_is_censored():
-    t = FutureTargets(SPEC)
-    got = t.compute(batch_of([HAND]), torch.tensor([4]), 40.0, CARD)  # prefix ends at age 45; next at age 10
-    assert got["n_window"].item() == 1 and got["sums"][0, 0].item() == 0.0  # its amount is missing
-    end = t.compute(batch_of([HAND]), torch.tensor([5]), 5.0, CARD)  # the whole history: nothing after
+def test_missing_amounts_do_not_count_and_a_quiet_end_is_censored():
+    got = targets(HAND, 20.0, 15.0)  # ages (5, 20]: the event at 10, whose amount is missing
+    assert got["n_window"].item() == 1 and got["sums"][0, 0].item() == 0.0
+    end = targets(HAND, 8.0, 5.0)  # after the last event: nothing follows before the anchor
     assert not bool(end["next_seen"].item()) and end["n_window"].item() == 0
-    assert end["next_days"].item() == pytest.approx(math.log1p(10.0), rel=1e-5)  # at least the 10 days to the anchor
+    assert end["next_days"].item() == pytest.approx(math.log1p(8.0), rel=1e-5)  # at least the 8 days to the anchor
     assert end["shares"]["kind"].sum().item() == 0.0
 
 
-def test_targets_use_only_events_after_the_prefix():
-    """Rewriting the prefix (kinds, amounts, earlier times) leaves the target unchanged;
-    rewriting an event in the window changes it."""
-    t = FutureTargets(SPEC)
-    k = torch.tensor([3])
-    base = t.compute(batch_of([HAND]), k, 40.0, CARD)
-    prefix_changed = [(300.0, 6, 999.0), (70.0, 6, -3.0)] + HAND[2:]
-    same = t.compute(batch_of([prefix_changed]), k, 40.0, CARD)
+def test_targets_use_only_events_after_the_cut():
+    """Rewriting the history before the cut (kinds, amounts, times) leaves the target
+    unchanged; rewriting an event in the window changes it."""
+    base = targets(HAND, 55.0, 20.0)
+    prefix_changed = [(300.0, 6, 999.0), (70.0, 6, -3.0), (56.0, 4, 1.0)] + HAND[2:]
+    same = targets(prefix_changed, 55.0, 20.0)
     for key in ("count", "next_days", "sums"):
         assert torch.equal(base[key], same[key]), key
     assert torch.equal(base["shares"]["kind"], same["shares"]["kind"])
     future_changed = HAND[:3] + [(45.0, 6, 70.0)] + HAND[4:]
-    other = t.compute(batch_of([future_changed]), k, 40.0, CARD)
+    other = targets(future_changed, 55.0, 20.0)
     assert not torch.equal(base["sums"], other["sums"]) and not torch.equal(base["shares"]["kind"], other["shares"]["kind"])
 
 
-def test_prefixes_leave_a_whole_window_before_the_anchor():
+def test_cuts_leave_a_whole_window_and_prefixes_are_re_anchored():
     t = FutureTargets(SPEC)
-    recent_only = [(5.0, 4, 1.0), (2.0, 4, 1.0)]  # every event within 30 days of the anchor
+    recent_only = [(5.0, 4, 1.0), (2.0, 4, 1.0)]  # the first event is within 30 days of the anchor
     batch = batch_of([HAND, recent_only])
-    ks = []
+    cuts = []
     for seed in range(200):
-        k, usable = t.sample_prefixes(batch, 30.0, torch.Generator().manual_seed(seed))
+        cut_age, k, usable = t.sample_cuts(batch, 30.0, torch.Generator().manual_seed(seed))
         assert usable.tolist() == [True, False]
-        ks.append(int(k[0]))
-    assert set(ks) == {1, 2, 3, 4}  # ages 100, 80, 50, 45 are >= 30 days before the anchor; age 10 is not
+        assert 30.0 <= cut_age[0].item() < 100.0  # window inside the data, at least one event before the cut
+        assert k[0].item() == sum(age > cut_age[0].item() for age, _, _ in HAND)
+        cuts.append(cut_age[0].item())
+    assert min(cuts) < 40.0 and max(cuts) > 90.0  # uniform over [30, 100) days
+    prefix = t.prefix(batch, torch.tensor([60.0, 0.0]), torch.tensor([2, 2]))
+    assert prefix.lengths.tolist() == [2, 2]
+    ages = torch.expm1(prefix.numeric[0, :2, 2]).tolist()  # re-measured to the cut: 100 - 60, 80 - 60
+    assert ages == pytest.approx([40.0, 20.0], rel=1e-5)
+    assert torch.equal(prefix.numeric[..., :2], batch.numeric[..., :2])  # other features untouched
 
 
 def test_options_are_checked():
@@ -110,7 +118,7 @@ def test_options_are_checked():
         future_options({"horizon_days": 0})
     with pytest.raises(ValueError, match="unknown future options"):
         future_options({"window": 3})
-    no_time = {"categorical": {"kind": 7}, "numeric": ["amount"]}
+    no_time = {"categorical": {"kind": 7}, "numeric": ["amount"]}  # a spec without scalers
     with pytest.raises(ValueError, match="re-run prepare"):
         SequenceAutoencoder(no_time, d_model=16, embedding_dim=8, objectives={"future": 1.0})
 

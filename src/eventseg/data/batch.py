@@ -20,7 +20,7 @@ class FeatureSpec:
 
     categorical: dict[str, int]  # field name -> cardinality (including the special codes)
     numeric: list[str] = field(default_factory=list)  # names of the float feature columns
-    # numeric column -> {"center", "scale"} of its signed-log1p robust scaling, so a model
+    # numeric column -> {"center", "scale", "clip"} of its signed-log1p robust scaling, so a model
     # can turn features back into raw units (the future-summary objective sums amounts and
     # measures days); empty in specs written before it existed.
     scalers: dict[str, dict] = field(default_factory=dict)

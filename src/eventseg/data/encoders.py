@@ -187,9 +187,9 @@ class EventEncoders:
             categorical={c: self.categorical[c].cardinality for c in self.schema.categorical},  # store column order
             numeric=self.numeric_features,
             scalers={
-                **{c: {"center": s.center, "scale": s.scale} for c, s in self.numeric.items()},
-                "time_log_gap": {"center": self.time.gap.center, "scale": self.time.gap.scale},
-                "time_log_age": {"center": self.time.age.center, "scale": self.time.age.scale},
+                **{c: s.to_dict() for c, s in self.numeric.items()},
+                "time_log_gap": self.time.gap.to_dict(),
+                "time_log_age": self.time.age.to_dict(),
             },
         )
 

@@ -200,13 +200,12 @@ class SequenceAutoencoder(L.LightningModule):
     def future_loss(
         self, batch: EventBatch, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Predict the summary of the window after a random prefix from the prefix's z."""
+        """Predict the summary of the window after a random cut time from z of the history before it."""
         head = self.future_head
         horizon = head.options["horizon_days"]
-        k, usable = head.targets.sample_prefixes(batch, horizon, generator)
-        prefix = EventBatch(batch.categorical, batch.numeric, k, batch.customer_index)  # padding-invariant encoders
-        z, _ = self._encode(prefix, corrupt=self.training)
-        target = head.targets.compute(batch, k, horizon, head.cardinality)
+        cut_age, k, usable = head.targets.sample_cuts(batch, horizon, generator)
+        z, _ = self._encode(head.targets.prefix(batch, cut_age, k), corrupt=self.training)
+        target = head.targets.compute(batch, cut_age, k, horizon, head.cardinality)
         return head.loss(head(z), target, usable)
 
     def objective_losses(

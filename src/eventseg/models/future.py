@@ -1,12 +1,15 @@
-"""Future-summary objective: from the embedding of a history prefix, predict what the
-customer does in the next `horizon_days` — how many events, the mix of each categorical
+"""Future-summary objective: from the embedding of the history before a cut time, predict what
+the customer does in the next `horizon_days` — how many events, the mix of each categorical
 field's values, the sum of each numeric field (spend), and the days to the next event.
 
 The target comes from the data itself (no labels) and is exactly what propensity heads are
 later asked for, so z learns the forward-looking part of a history that reconstruction
-spends no effort on. Every target uses only events after the prefix; prefixes are chosen so
-that the whole window lies before the data's anchor time (the cutoff or the table's last
-event), which makes an empty window a real observation ("went quiet"), not missing data.
+spends no effort on. The cut is a random time, like a label cutoff: the prefix is every
+event strictly before it, with event ages re-measured to the cut (so the encoder sees the
+same thing it sees at embedding time, when ages are measured to the cutoff or the table's
+last event: recency included), and the window is [cut, cut + horizon). Cuts are drawn so the
+whole window lies before the data's anchor, which makes an empty window a real observation
+("went quiet"), not missing data. Every target uses only events at or after the cut.
 
 Raw units (days, amounts) are recovered from the standardised features with the scalers in
 the FeatureSpec. Everything runs on the batch's device with no host sync.
@@ -69,42 +72,57 @@ class FutureTargets:
         """[B, L] days from each event to the anchor time (padding: anything)."""
         return _raw(batch.numeric[..., self.age_column], self.age_scaler).clamp_min(0.0)
 
-    def sample_prefixes(
+    def sample_cuts(
         self, batch: EventBatch, horizon_days: float, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(prefix length k [B], usable [B] bool): k uniform over the prefixes whose window
-        (last prefix event, + horizon] ends before the anchor. Customers whose every event is
-        within the horizon of the anchor have none: they are not usable (k = their length)."""
-        age = self.age_days(batch)
-        mask = batch.mask
-        # ages fall along a history, so the valid prefix ends are its first m events
-        m = ((age >= horizon_days) & mask).sum(1)
-        usable = m > 0
-        u = torch.rand(m.shape, device=m.device, generator=generator)
-        k = torch.where(usable, (u * m).long().clamp(max=m - 1) + 1, batch.lengths)
-        return k, usable
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(cut_age [B] days before the anchor, prefix length k [B], usable [B] bool).
 
-    def compute(self, batch: EventBatch, k: torch.Tensor, horizon_days: float, cardinality: dict[str, int]) -> dict:
-        """Targets for the window (last prefix event, + horizon_days] after the first k events.
+        The cut is uniform in time between the customer's first event and `horizon_days`
+        before the anchor, so the prefix holds at least one event and the window is whole.
+        A customer whose first event is within the horizon of the anchor has no such cut:
+        not usable (k = its length, cut_age = 0; its loss is masked out).
+        """
+        age = self.age_days(batch)
+        first = age[:, 0]
+        usable = first > horizon_days
+        u = torch.rand(first.shape, device=first.device, generator=generator)
+        cut_age = torch.where(usable, horizon_days + u * (first - horizon_days), torch.zeros_like(first))
+        k = torch.where(usable, ((age > cut_age[:, None]) & batch.mask).sum(1), batch.lengths)
+        return cut_age, k.clamp_min(1), usable
+
+    def prefix(self, batch: EventBatch, cut_age: torch.Tensor, k: torch.Tensor) -> EventBatch:
+        """The first k events with ages re-measured to the cut (the encoders ignore what lies
+        past k), as the model would see that history if the cut were the cutoff."""
+        age = (self.age_days(batch) - cut_age[:, None]).clamp_min(0.0)
+        s = self.age_scaler
+        scaled = ((torch.log1p(age) - s["center"]) / s["scale"]).clamp(-s["clip"], s["clip"])
+        numeric = batch.numeric.clone()
+        numeric[..., self.age_column] = scaled.to(numeric.dtype)
+        return EventBatch(batch.categorical, numeric, k, batch.customer_index)
+
+    def compute(self, batch: EventBatch, cut_age: torch.Tensor, k: torch.Tensor, horizon_days: float,
+                cardinality: dict[str, int]) -> dict:
+        """Targets for the window [cut, cut + horizon_days): events whose age to the anchor is
+        in (cut_age - horizon_days, cut_age].
 
         {"count": log1p(events in window) [B], "n_window": events in window [B],
-        "next_days": log1p(days to the next event) [B], "next_seen": bool [B] (False: no
-        later event in the data, so next_days is a lower bound: the days to the anchor),
-        "shares": {field: [B, cardinality] share of each value among window events, zeros
-        when the window is empty}, "sums": [B, n_numeric] signed_log1p(window sum of each
-        numeric field), "in_window": bool [B, L]}.
+        "next_days": log1p(days from the cut to the next event) [B], "next_seen": bool [B]
+        (False: no later event in the data, so next_days is a lower bound: the days from the
+        cut to the anchor), "shares": {field: [B, cardinality] share of each value among
+        window events, zeros when the window is empty}, "sums": [B, n_numeric]
+        signed_log1p(window sum of each numeric field), "in_window": bool [B, L]}.
         """
         mask = batch.mask
         age = self.age_days(batch)
+        cut = cut_age[:, None]
         steps = torch.arange(mask.shape[1], device=mask.device)
-        end_age = age.gather(1, (k - 1).unsqueeze(1))  # [B, 1]: age of the last prefix event
-        after = mask & (steps[None, :] >= k[:, None])
-        in_window = after & (end_age - age <= horizon_days)
+        after = mask & (steps[None, :] >= k[:, None])  # events at or after the cut
+        in_window = after & (age > cut - horizon_days)
         weight = in_window.float()
         count = weight.sum(1)
         next_seen = k < batch.lengths
         next_age = age.gather(1, k.clamp(max=mask.shape[1] - 1).unsqueeze(1))
-        next_days = torch.where(next_seen.unsqueeze(1), end_age - next_age, end_age).squeeze(1).clamp_min(0.0)
+        next_days = torch.where(next_seen.unsqueeze(1), cut - next_age, cut).squeeze(1).clamp_min(0.0)
         shares = {}
         for i, name in enumerate(self.categorical):
             counts = weight.new_zeros(len(k), cardinality[name]).scatter_add_(1, batch.categorical[..., i], weight)
