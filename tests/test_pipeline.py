@@ -66,3 +66,39 @@ def test_pipeline_runs_skips_and_forces(tmp_path, tiny_events):
     assert new_customers["segment_name"].notna().all()
     assert set(new_customers["segment"]) <= set(segments["segment"])
     assert (tmp_path / "checkpoints" / "events_gru_ae" / "best.ckpt").stat().st_mtime == checkpoint_mtime
+
+
+@pytest.mark.slow
+def test_hybrid_representation_pipeline_and_scoring(tmp_path, tiny_events):
+    """representation=hybrid: clustering and heads see embedding ++ aggregates, score.py
+    rebuilds the same columns for new customers, and switching back drops the hybrid file."""
+    labels = tiny_events.parent / "labels.parquet"
+    cmd = [sys.executable, str(ROOT / "scripts" / "pipeline.py"), *tiny_overrides(tmp_path, tiny_events),
+           "trainer.max_epochs=1", "objective=future", f"labels.path={labels}", "heads=logistic",
+           "cluster.stability.n_resamples=0", "representation=hybrid"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "run"
+    assert "[represent] running" in run.stdout
+    emb = pd.read_parquet(out / "embeddings.parquet")
+    rep = pd.read_parquet(out / "representation.parquet")
+    assert rep.customer_id.tolist() == emb.customer_id.tolist()
+    assert len(rep.embedding.iloc[0]) > len(emb.embedding.iloc[0])  # aggregate columns appended
+    assert json.loads((out / "cluster_metrics.json").read_text())["embedding_dim"] == len(rep.embedding.iloc[0])
+    assert (out / "hybrid.json").exists()
+
+    events = pd.read_parquet(tiny_events)
+    new = events[events.customer_id.isin(events.customer_id.unique()[:10])].assign(customer_id=lambda d: d.customer_id + 10**9)
+    new.to_parquet(tmp_path / "new_events.parquet")
+    scored = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "score.py"), f"run_dir={out}", "data=events",
+         f"data.path={tmp_path / 'new_events.parquet'}", f"paths.root_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert pd.read_parquet(out / "scored" / "customers.parquet")["p_purchase_within_30d"].between(0, 1).all()
+
+    back = subprocess.run(cmd[:-1] + ["representation=embedding"], capture_output=True, text=True, cwd=tmp_path)
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert "[cluster] running" in back.stdout and "[train] up to date, skipped" in back.stdout
+    assert not (out / "hybrid.json").exists() and not (out / "representation.parquet").exists()

@@ -70,7 +70,7 @@ def test_fast_dev_run_for_each_model(tmp_path, tiny_events, model):
 
 
 def test_training_learns_beyond_the_trivial_baseline(tmp_path, tiny_events):
-    cfg = compose_train(tiny_overrides(tmp_path, tiny_events) + ["trainer.max_epochs=6", "callbacks.early_stopping=null"])
+    cfg = compose_train(tiny_overrides(tmp_path, tiny_events) + ["objective=reconstruction", "trainer.max_epochs=6", "callbacks.early_stopping=null"])
     result = train(cfg)
     m = result.metrics
     base = m["trivial_baseline"]
