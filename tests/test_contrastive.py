@@ -106,6 +106,23 @@ def test_bad_objectives_are_refused():
         make_model(objectives={"reconstruction": 0.0})
     with pytest.raises(ValueError, match="unknown contrastive options"):
         make_model(objectives={"contrastive": 1.0}, contrastive={"temp": 0.1})
+    with pytest.raises(ValueError, match="n_views must be >= 2"):
+        make_model(objectives={"contrastive": 1.0}, contrastive={"n_views": 1})
+
+
+def test_several_views_per_customer():
+    """With n_views=4 every view is encoded, each carries its customer's index, and views of
+    one customer that agree give a lower loss than unrelated ones."""
+    model = make_model(objectives={"contrastive": 1.0}, contrastive={"n_views": 4})
+    seen = []
+    encode = model._encode
+    model._encode = lambda views, corrupt: seen.append(views) or encode(views, corrupt)
+    batch = make_batch(8, 20)
+    loss = model.contrastive_loss(batch, torch.Generator().manual_seed(0))
+    assert len(seen) == 1 and len(seen[0]) == 4 * 8 and torch.isfinite(loss)
+    assert torch.equal(seen[0].customer_index, batch.customer_index.repeat(4))
+    z = torch.nn.functional.one_hot(torch.arange(8), 16).float().repeat(4, 1)  # views of a customer agree
+    assert float(info_nce(z, 4, 0.1)) < float(info_nce(torch.randn(32, 16), 4, 0.1))
 
 
 def test_default_objective_trains_exactly_as_before():

@@ -77,8 +77,8 @@ class SequenceAutoencoder(L.LightningModule):
     losses. None means {"reconstruction": 1.0}. With no positive reconstruction weight the
     decoder and output heads are not built at all (no decoder compute, no unused parameters).
     contrastive: options of the contrastive objective (see eventseg.models.contrastive):
-    {"temperature": 0.1, "min_frac": 0.3, "max_frac": 0.9}. Its two views per customer are
-    encoded like the training input, corruption included.
+    {"temperature": 0.1, "min_frac": 0.3, "max_frac": 0.9, "n_views": 2}. Its views (n_views
+    per customer) are encoded like the training input, corruption included.
     future: options of the future-summary objective (see eventseg.models.future):
     {"horizon_days": 30, "huber_delta": 1.0}. Its prefixes are encoded like the training input.
     """
@@ -191,11 +191,11 @@ class SequenceAutoencoder(L.LightningModule):
         return out
 
     def contrastive_loss(self, batch: EventBatch, generator: torch.Generator | None = None) -> torch.Tensor:
-        """InfoNCE over two random sub-sequence views per customer, encoded to z."""
+        """InfoNCE over n_views random sub-sequence views per customer, encoded to z."""
         o = self.contrastive_options
-        views, _ = subsequence_views(batch, 2, o["min_frac"], o["max_frac"], generator=generator)
+        views, _ = subsequence_views(batch, o["n_views"], o["min_frac"], o["max_frac"], generator=generator)
         z, _ = self._encode(views, corrupt=self.training)
-        return info_nce(z, 2, o["temperature"])
+        return info_nce(z, o["n_views"], o["temperature"])
 
     def future_loss(
         self, batch: EventBatch, generator: torch.Generator | None = None

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from eventseg.data.batch import EventBatch
 
-DEFAULTS = {"temperature": 0.1, "min_frac": 0.3, "max_frac": 0.9}
+DEFAULTS = {"temperature": 0.1, "min_frac": 0.3, "max_frac": 0.9, "n_views": 2}
 
 
 def contrastive_options(options: dict | None) -> dict:
@@ -24,6 +24,9 @@ def contrastive_options(options: dict | None) -> dict:
     if unknown:
         raise ValueError(f"unknown contrastive options {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     out = {k: float(options.get(k, v)) for k, v in DEFAULTS.items()}
+    out["n_views"] = int(out["n_views"])
+    if out["n_views"] < 2:
+        raise ValueError(f"contrastive n_views must be >= 2 (views of one customer are the positives), got {out['n_views']}")
     if out["temperature"] <= 0:
         raise ValueError(f"contrastive temperature must be > 0, got {out['temperature']}")
     if not 0 < out["min_frac"] <= out["max_frac"] <= 1:
