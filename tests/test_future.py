@@ -64,10 +64,22 @@ def test_targets_by_hand():
     assert got["shares"]["kind"][0].tolist() == [0.0] * 6 + [1.0]  # the window's one event is kind 6
     assert got["sums"][0, 0].item() == pytest.approx(math.log1p(5.0), rel=1e-5)
 
+    assert got["active_days"].item() == pytest.approx(math.log1p(1))
+
     wide = targets(HAND, 60.0, 20.0)  # ages (40, 60]: the events at 50 and 45
     assert wide["n_window"].item() == 2
     assert wide["shares"]["kind"][0, 4].item() == pytest.approx(0.5) and wide["shares"]["kind"][0, 6].item() == pytest.approx(0.5)
     assert wide["sums"][0, 0].item() == pytest.approx(math.log1p(12.0), rel=1e-5)
+    assert wide["active_days"].item() == pytest.approx(math.log1p(2))
+
+
+def test_active_days_count_visits_not_line_items():
+    """A basket of three items is three events on one day; the day an event before the cut
+    shares does not hide the window's first day."""
+    basket = [(30.4, 4, 1.0), (20.6, 4, 1.0), (20.5, 5, 2.0), (20.4, 6, 3.0), (5.0, 4, 1.0)]
+    got = targets(basket, 20.55, 18.0)  # cut inside day 20: the last two basket items are in the window
+    assert got["n_window"].item() == 3  # ages 20.5, 20.4 and 5
+    assert got["active_days"].item() == pytest.approx(math.log1p(2))  # day 20 and day 5
 
 
 def test_missing_amounts_do_not_count_and_a_quiet_end_is_censored():

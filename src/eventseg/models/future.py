@@ -1,5 +1,5 @@
 """Future-summary objective: from the embedding of the history before a cut time, predict what
-the customer does in the next `horizon_days` — how many events, the mix of each categorical
+the customer does in the next `horizon_days` — how many events on how many days, the mix of each categorical
 field's values, the sum of each numeric field (spend), and the days to the next event.
 
 The target comes from the data itself (no labels) and is exactly what propensity heads are
@@ -106,6 +106,8 @@ class FutureTargets:
         in (cut_age - horizon_days, cut_age].
 
         {"count": log1p(events in window) [B], "n_window": events in window [B],
+        "active_days": log1p(distinct days with an event in the window) [B] — visits, which
+        unlike events do not grow with basket size (one grocery trip can be 30 line items),
         "next_days": log1p(days from the cut to the next event) [B], "next_seen": bool [B]
         (False: no later event in the data, so next_days is a lower bound: the days from the
         cut to the anchor), "shares": {field: [B, cardinality] share of each value among
@@ -120,6 +122,12 @@ class FutureTargets:
         in_window = after & (age > cut - horizon_days)
         weight = in_window.float()
         count = weight.sum(1)
+        day = torch.floor(age)  # day bins counted back from the anchor
+        new_day = torch.ones_like(in_window)
+        new_day[:, 1:] = day[:, 1:] != day[:, :-1]
+        # the window's first event starts a day even if an event before the cut shares its day
+        new_day[:, 1:] |= in_window[:, 1:] & ~in_window[:, :-1]
+        active_days = (in_window & new_day).float().sum(1)
         next_seen = k < batch.lengths
         next_age = age.gather(1, k.clamp(max=mask.shape[1] - 1).unsqueeze(1))
         next_days = torch.where(next_seen.unsqueeze(1), cut - next_age, cut).squeeze(1).clamp_min(0.0)
@@ -134,6 +142,7 @@ class FutureTargets:
         return {
             "count": torch.log1p(count),
             "n_window": count,
+            "active_days": torch.log1p(active_days),
             "next_days": torch.log1p(next_days),
             "next_seen": next_seen,
             "shares": shares,
@@ -151,7 +160,7 @@ class FutureSummaryHead(nn.Module):
         self.targets = FutureTargets(spec)
         self.cardinality = dict(spec.categorical)
         self.trunk = nn.Sequential(nn.Linear(embedding_dim, hidden), nn.GELU())
-        self.scalars = nn.Linear(hidden, 2 + len(self.targets.numeric))  # count, next_days, sums
+        self.scalars = nn.Linear(hidden, 3 + len(self.targets.numeric))  # count, active days, next_days, sums
         self.values = nn.ModuleDict({name: nn.Linear(hidden, card) for name, card in self.cardinality.items()})
 
     def forward(self, z: torch.Tensor) -> dict:
@@ -159,8 +168,9 @@ class FutureSummaryHead(nn.Module):
         scalars = self.scalars(h).float()
         return {
             "count": scalars[:, 0],
-            "next_days": scalars[:, 1],
-            "sums": scalars[:, 2:],
+            "active_days": scalars[:, 1],
+            "next_days": scalars[:, 2],
+            "sums": scalars[:, 3:],
             "logits": {name: head(h).float() for name, head in self.values.items()},
         }
 
@@ -172,7 +182,8 @@ class FutureSummaryHead(nn.Module):
         def mean(per_customer: torch.Tensor, weight: torch.Tensor = w) -> torch.Tensor:
             return (per_customer * weight).sum() / weight.sum().clamp_min(1.0)
 
-        terms = {"future_count": mean(F.huber_loss(pred["count"], target["count"], reduction="none", delta=delta))}
+        terms = {name: mean(F.huber_loss(pred[key], target[key], reduction="none", delta=delta))
+                 for name, key in (("future_count", "count"), ("future_active_days", "active_days"))}
         # a censored next event (none seen before the anchor) only penalises predicting it too soon
         seen = target["next_seen"]
         guess = torch.where(seen, pred["next_days"], torch.minimum(pred["next_days"], target["next_days"]))
