@@ -18,6 +18,7 @@ from eventseg.checkpoint import load_checkpoint, data_state
 from eventseg.data.datamodule import EventDataModule
 from eventseg.data.split import VAL
 from eventseg.data.store import SequenceStore
+from eventseg.models.future import constant_baseline
 from eventseg.prepare import PreparedData, prepare_from_config
 
 
@@ -77,6 +78,8 @@ def train(cfg: DictConfig, prepared: PreparedData | None = None) -> TrainResult:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics.update(summary)
     metrics["trivial_baseline"] = trivial_baseline(prepared.store, prepared.splits)
+    if getattr(model, "future_head", None) is not None:
+        metrics["trivial_baseline"].update(constant_baseline(model.future_head, datamodule.val_dataloader()))
     checkpoint = summary.get("best_checkpoint") or summary.get("last_checkpoint")
     if trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
         write_json(metrics, Path(cfg.out_dir) / "train_metrics.json")

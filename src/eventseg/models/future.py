@@ -198,3 +198,36 @@ class FutureSummaryHead(nn.Module):
             terms[f"future_{name}_mix"] = mean(ce, active)
         total = torch.stack(list(terms.values())).sum()
         return total, terms
+
+
+def constant_baseline(head: FutureSummaryHead, batches, seed: int = 0) -> dict[str, float]:
+    """Future-objective loss terms of the best constant guess (the mean target, the average
+    value mix) over `batches`: the objective's loss means something only beside this."""
+    horizon = head.options["horizon_days"]
+    parts, masks = [], []
+    for i, batch in enumerate(batches):
+        generator = torch.Generator(device=batch.lengths.device).manual_seed(seed + i)
+        cut_age, k, usable = head.targets.sample_cuts(batch, horizon, generator)
+        parts.append(head.targets.compute(batch, cut_age, k, horizon, head.cardinality))
+        masks.append(usable)
+    if not parts:
+        return {}
+    usable = torch.cat(masks)
+    target = {key: torch.cat([p[key] for p in parts]) for key in ("count", "active_days", "next_days", "next_seen", "sums", "n_window")}
+    target["shares"] = {name: torch.cat([p["shares"][name] for p in parts]) for name in head.cardinality}
+    w = usable.float()
+
+    def mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return (x * weight.view(-1, *([1] * (x.dim() - 1)))).sum(0) / weight.sum().clamp_min(1.0)
+
+    n = len(usable)
+    active = w * (target["n_window"] > 0).float()
+    pred = {
+        "count": mean(target["count"], w).expand(n),
+        "active_days": mean(target["active_days"], w).expand(n),
+        "next_days": mean(target["next_days"], w * target["next_seen"].float()).expand(n),
+        "sums": mean(target["sums"], w).expand(n, -1),
+        "logits": {name: torch.log(mean(s, active) + 1e-8).expand(n, -1) for name, s in target["shares"].items()},
+    }
+    total, terms = head.loss(pred, target, usable)
+    return {"loss_future": float(total), **{f"loss_{name}": float(v) for name, v in terms.items()}}
