@@ -101,7 +101,7 @@ class HybridRepresentation:
 class HybridFeatures:
     """Embeddings + aggregates of the same customers' events, as one fitted transform."""
 
-    def __init__(self, schema: EventSchema, top_k_categories: int = 10):
+    def __init__(self, schema: EventSchema, top_k_categories: int = 30):
         self.builder = AggregateFeatureBuilder(schema, top_k_categories)
         self.scaler = HybridRepresentation()
 
