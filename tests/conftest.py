@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from eventseg.data.schema import EventSchema
 from eventseg.synthetic import generate_synthetic, write_synthetic
@@ -25,6 +26,16 @@ def make_events(n_customers: int = 50, events_per_customer: int = 20, seed: int 
         }
     )
     return df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.fixture
+def one_thread():
+    """The model tests' tensors are tiny: a second thread only adds barrier waits, which turn
+    into long stalls when the CPU is shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

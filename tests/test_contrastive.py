@@ -16,12 +16,7 @@ from test_models import SMALL, SPEC, collate, make_batch, make_sequences
 from test_train import compose_train, tiny_overrides
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 def make_model(**kwargs) -> SequenceAutoencoder:

@@ -26,12 +26,7 @@ SPEC = FeatureSpec(
 CARD = dict(SPEC.categorical)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 def batch_of(histories: list[list[tuple[float, int, float]]]) -> EventBatch:

@@ -21,14 +21,7 @@ ARCHS = [("gru", "gru"), ("transformer", "transformer")]
 ALL_ARCHS = ARCHS + [("gru", "transformer"), ("transformer", "gru")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tensors here are tiny: a second thread only adds barrier waits, which turn into
-    long stalls when the CPU is shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 def make_sequences(n: int, max_len: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
