@@ -24,7 +24,7 @@ from torch import nn
 from eventseg.data.batch import EventBatch, FeatureSpec
 
 DEFAULTS = {"horizon_days": 30.0, "huber_delta": 1.0}
-AGE, GAP = "time_log_age", "time_log_gap"
+AGE = "time_log_age"
 
 
 def future_options(options: dict | None) -> dict:
@@ -53,8 +53,7 @@ class FutureTargets:
     """Reads raw days and amounts out of a batch's standardised features."""
 
     def __init__(self, spec: FeatureSpec):
-        missing = [c for c in (AGE,) if c not in spec.scalers or c not in spec.numeric]
-        if missing:
+        if AGE not in spec.scalers or AGE not in spec.numeric:
             raise ValueError(
                 "the future-summary objective needs the time scalers in the feature spec, which data prepared "
                 "by this eventseg version has; re-run prepare (or train from the events) to rebuild it"
@@ -201,8 +200,8 @@ class FutureSummaryHead(nn.Module):
 
 
 def constant_baseline(head: FutureSummaryHead, batches, seed: int = 0) -> dict[str, float]:
-    """Future-objective loss terms of the best constant guess (the mean target, the average
-    value mix) over `batches`: the objective's loss means something only beside this."""
+    """Future-objective loss terms of a constant guess (the mean target, the average value
+    mix) over `batches`: the objective's loss means something only beside this."""
     horizon = head.options["horizon_days"]
     parts, masks = [], []
     for i, batch in enumerate(batches):
