@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from eventseg.artifacts import write_json, write_parquet, write_sidecar
+from eventseg.artifacts import sidecar_path, write_json, write_parquet, write_sidecar
 from eventseg.cluster import cluster_from_config
 from eventseg.data.io import read_events, read_table
 from eventseg.data.schema import EventSchema
@@ -100,7 +100,7 @@ def representation_step(cfg: DictConfig, runner: StageRunner, paths: dict, data_
         raise ValueError(f"representation must be one of {list(REPRESENTATIONS)}, got {kind!r}")
     target, fitted = out / "representation.parquet", out / HYBRID_FILE
     if kind == "embedding":
-        for stale in (fitted, target, target.with_name(target.name + ".json")):  # scoring must not pick these up
+        for stale in (fitted, target, sidecar_path(target)):  # scoring must not pick these up
             stale.unlink(missing_ok=True)
         return paths["embeddings.parquet"]
     config = {"hybrid": _plain(cfg.hybrid), "cutoff": _plain(cfg.data.get("cutoff")), "split": _plain(cfg.data.split)}
