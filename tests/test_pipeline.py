@@ -86,6 +86,7 @@ def test_hybrid_representation_pipeline_and_scoring(tmp_path, tiny_events):
     assert len(rep.embedding.iloc[0]) > len(emb.embedding.iloc[0])  # aggregate columns appended
     assert json.loads((out / "cluster_metrics.json").read_text())["embedding_dim"] == len(rep.embedding.iloc[0])
     assert (out / "hybrid.json").exists()
+    assert "Embedding + aggregates (hybrid) map" in (out / "report.html").read_text()
 
     events = pd.read_parquet(tiny_events)
     new = events[events.customer_id.isin(events.customer_id.unique()[:10])].assign(customer_id=lambda d: d.customer_id + 10**9)

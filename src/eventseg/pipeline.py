@@ -85,7 +85,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Path]:
     runner.run("segments", lambda: segments_stage(cfg, paths, has_labels), config={"labels": has_labels},
                inputs=[paths["clusters.parquet"], *scored, *data_files],
                outputs=[paths["customers.parquet"], paths["segments.parquet"]])
-    runner.run("report", lambda: report_stage(cfg, paths, has_labels), config={"labels": has_labels},
+    runner.run("report", lambda: report_stage(cfg, paths, has_labels),
+               config={"labels": has_labels, "representation": str(cfg.get("representation", "embedding"))},
                inputs=[paths["features"], paths["customers.parquet"], paths["segments.parquet"], paths["cluster_metrics.json"], *scored],
                outputs=[paths["report.html"]])
     return {"checkpoint": checkpoint, **{k: v for k, v in paths.items() if v.exists()}}
@@ -193,4 +194,4 @@ def report_stage(cfg: DictConfig, paths: dict, has_labels: bool) -> None:
         propensity = {"labels": labels, "metrics": pd.DataFrame(rows), "predictions": predictions}
     build_report(paths["report.html"], ids=np.asarray(ids), matrix=matrix, customers=customers, segments=segments,
                  cluster_metrics=json.loads(paths["cluster_metrics.json"].read_text()), propensity=propensity,
-                 title=f"eventseg · {cfg.data.name}")
+                 title=f"eventseg · {cfg.data.name}", representation=str(cfg.get("representation", "embedding")))

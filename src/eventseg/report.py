@@ -148,14 +148,17 @@ def build_report(
     cluster_metrics: dict,
     propensity: dict | None = None,
     title: str = "eventseg report",
+    representation: str = "embedding",
 ) -> Path:
     """Write the report atomically. `propensity` holds "labels", "metrics" (a DataFrame of
-    model x label scores) and "predictions" ({label: {"y": test labels, "scores": {model: p}}})."""
+    model x label scores) and "predictions" ({label: {"y": test labels, "scores": {model: p}}}).
+    `matrix` is what was clustered; `representation` names it ("embedding" or "hybrid")."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
     n_seg = int((segments["segment"] >= 0).sum())
     noise = float(cluster_metrics.get("noise_share", 0.0))
     parts.append(f"<p>{len(customers):,} customers, {n_seg} segments, {noise:.1%} unsegmented.</p>")
-    parts.append(_figure("Embedding map (PCA), coloured by segment", embedding_map(ids, matrix, customers), "chart-map"))
+    what = "Embedding" if representation == "embedding" else "Embedding + aggregates (hybrid)"
+    parts.append(_figure(f"{what} map (PCA), coloured by segment", embedding_map(ids, matrix, customers), "chart-map"))
     parts.append(_figure("Segment sizes", segment_sizes(segments), "chart-sizes"))
     profile_cols = [c for c in segments.columns if c.endswith("_vs_all")]
     if profile_cols:
