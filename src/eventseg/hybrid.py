@@ -151,7 +151,7 @@ class HybridFeatures:
         if not path.exists():
             raise FileNotFoundError(f"hybrid features file not found: {path}")
         d = json.loads(path.read_text())
-        obj = cls.__new__(cls)
-        obj.builder = AggregateFeatureBuilder.from_dict(d["builder"])
-        obj.scaler = HybridRepresentation.from_dict(d["scaler"])
+        builder = AggregateFeatureBuilder.from_dict(d["builder"])
+        obj = cls(builder.schema, builder.top_k_categories)
+        obj.builder, obj.scaler = builder, HybridRepresentation.from_dict(d["scaler"])
         return obj

@@ -201,32 +201,46 @@ class FutureSummaryHead(nn.Module):
 
 def constant_baseline(head: FutureSummaryHead, batches, seed: int = 0) -> dict[str, float]:
     """Future-objective loss terms of a constant guess (the mean target, the average value
-    mix) over `batches`: the objective's loss means something only beside this."""
+    mix) over `batches`: the objective's loss means something only beside this.
+
+    Two streaming passes over the (re-iterable) batches with the same cuts: the first sums
+    the targets, the second scores the constant; memory stays O(vocabulary), not O(customers).
+    """
     horizon = head.options["horizon_days"]
-    parts, masks = [], []
-    for i, batch in enumerate(batches):
-        generator = torch.Generator(device=batch.lengths.device).manual_seed(seed + i)
-        cut_age, k, usable = head.targets.sample_cuts(batch, horizon, generator)
-        parts.append(head.targets.compute(batch, cut_age, k, horizon, head.cardinality))
-        masks.append(usable)
-    if not parts:
+
+    def targets():
+        for i, batch in enumerate(batches):
+            generator = torch.Generator(device=batch.lengths.device).manual_seed(seed + i)
+            cut_age, k, usable = head.targets.sample_cuts(batch, horizon, generator)
+            target = head.targets.compute(batch, cut_age, k, horizon, head.cardinality)
+            yield target, usable.float(), usable.float() * (target["n_window"] > 0).float()
+
+    sums: dict = {}
+    for target, w, active in targets():
+        seen = w * target["next_seen"].float()
+        for key, value, weight in (
+            ("count", target["count"], w), ("active_days", target["active_days"], w),
+            ("next_days", target["next_days"], seen), ("sums", target["sums"], w),
+            *((("mix", name), share, active) for name, share in target["shares"].items()),
+        ):
+            total, n = sums.get(key, (0.0, 0.0))
+            sums[key] = (total + (value * weight.view(-1, *([1] * (value.dim() - 1)))).sum(0), n + weight.sum())
+    if not sums:
         return {}
-    usable = torch.cat(masks)
-    target = {key: torch.cat([p[key] for p in parts]) for key in ("count", "active_days", "next_days", "next_seen", "sums", "n_window")}
-    target["shares"] = {name: torch.cat([p["shares"][name] for p in parts]) for name in head.cardinality}
-    w = usable.float()
+    mean = {key: total / max(float(n), 1.0) for key, (total, n) in sums.items()}
 
-    def mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return (x * weight.view(-1, *([1] * (x.dim() - 1)))).sum(0) / weight.sum().clamp_min(1.0)
-
-    n = len(usable)
-    active = w * (target["n_window"] > 0).float()
-    pred = {
-        "count": mean(target["count"], w).expand(n),
-        "active_days": mean(target["active_days"], w).expand(n),
-        "next_days": mean(target["next_days"], w * target["next_seen"].float()).expand(n),
-        "sums": mean(target["sums"], w).expand(n, -1),
-        "logits": {name: torch.log(mean(s, active) + 1e-8).expand(n, -1) for name, s in target["shares"].items()},
-    }
-    total, terms = head.loss(pred, target, usable)
-    return {"loss_future": float(total), **{f"loss_{name}": float(v) for name, v in terms.items()}}
+    scored: dict[str, list[float]] = {}
+    for target, w, active in targets():
+        b = len(w)
+        pred = {
+            "count": mean["count"].expand(b), "active_days": mean["active_days"].expand(b),
+            "next_days": mean["next_days"].expand(b), "sums": mean["sums"].expand(b, -1),
+            "logits": {name: torch.log(mean["mix", name] + 1e-8).expand(b, -1) for name in head.cardinality},
+        }
+        _, terms = head.loss(pred, target, w > 0)
+        for name, value in terms.items():  # each term is a mean over its batch's customers: re-weight
+            weight = float(active.sum() if name.endswith("_mix") else w.sum())
+            total, n = scored.get(name, (0.0, 0.0))
+            scored[name] = (total + float(value) * weight, n + weight)
+    terms = {name: total / max(n, 1.0) for name, (total, n) in scored.items()}
+    return {"loss_future": sum(terms.values()), **{f"loss_{name}": v for name, v in terms.items()}}
