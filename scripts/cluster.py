@@ -2,13 +2,13 @@
 
 import json
 
-import hydra
 from omegaconf import DictConfig
 
+from eventseg.cli import hydra_app
 from eventseg.cluster import cluster_from_config
 
 
-@hydra.main(config_path="../configs", config_name="cluster", version_base="1.3")
+@hydra_app("cluster")
 def main(cfg: DictConfig) -> None:
     result = cluster_from_config(cfg)
     print(json.dumps(result, indent=2, default=str))

@@ -5,13 +5,13 @@ Writes <out_dir>/evaluation.md and evaluation.json (default out_dir: runs/evalua
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
+from eventseg.cli import hydra_app
 from eventseg.evaluate import evaluate_from_config
 
 
-@hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
+@hydra_app("evaluate")
 def main(cfg: DictConfig) -> None:
     result = evaluate_from_config(cfg)
     print(open(result["outputs"]["markdown"], encoding="utf-8").read())

@@ -1,13 +1,13 @@
 """Write the built-in synthetic customers: python scripts/make_synthetic.py n_customers=2000 seed=0 out_dir=DIR"""
 
-import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
+from eventseg.cli import hydra_app
 from eventseg.synthetic import generate_synthetic, write_synthetic
 
 
-@hydra.main(config_path="../configs", config_name="make_synthetic", version_base="1.3")
+@hydra_app("make_synthetic")
 def main(cfg: DictConfig) -> None:
     data = generate_synthetic(
         n_customers=cfg.n_customers,

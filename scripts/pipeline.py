@@ -5,13 +5,13 @@ With no arguments it runs on the built-in synthetic customers (generated on firs
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
+from eventseg.cli import hydra_app
 from eventseg.pipeline import run_pipeline
 
 
-@hydra.main(config_path="../configs", config_name="pipeline", version_base="1.3")
+@hydra_app("pipeline")
 def main(cfg: DictConfig) -> None:
     outputs = run_pipeline(cfg)
     print("outputs:")

@@ -2,13 +2,13 @@
 
 import json
 
-import hydra
 from omegaconf import DictConfig
 
+from eventseg.cli import hydra_app
 from eventseg.prepare import prepare_from_config
 
 
-@hydra.main(config_path="../configs", config_name="prepare", version_base="1.3")
+@hydra_app("prepare")
 def main(cfg: DictConfig) -> None:
     prepared = prepare_from_config(cfg.data, cfg.out_dir)
     print(json.dumps(prepared.report, indent=2))

@@ -2,13 +2,13 @@
 
 import json
 
-import hydra
 from omegaconf import DictConfig
 
+from eventseg.cli import hydra_app
 from eventseg.score import score_from_config
 
 
-@hydra.main(config_path="../configs", config_name="score", version_base="1.3")
+@hydra_app("score")
 def main(cfg: DictConfig) -> None:
     print(json.dumps(score_from_config(cfg), indent=2))
 

@@ -1,14 +1,22 @@
 """Train the sequence autoencoder: python scripts/train.py [data=...] [model=...] [trainer=...]"""
 
-import hydra
+import contextlib
+
 from omegaconf import DictConfig
 
-from eventseg.train import train
+from eventseg.cli import hydra_app
+from eventseg.config import check_training_config, check_writable
+from eventseg.runs import RunLock
+from eventseg.train import is_launcher_child, train
 
 
-@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+@hydra_app("train")
 def main(cfg: DictConfig) -> None:
-    result = train(cfg)
+    check_writable(cfg.out_dir)
+    check_training_config(cfg)
+    # DDP re-launches this script per extra device: only the first process holds the run's lock
+    with contextlib.nullcontext() if is_launcher_child() else RunLock(cfg.out_dir):
+        result = train(cfg)
     if result.checkpoint:
         print(f"checkpoint: {result.checkpoint}")
 

@@ -53,7 +53,7 @@ def test_pipeline_runs_skips_and_forces(tmp_path, tiny_events):
     new["customer_id"] = new["customer_id"] + 10**9
     new.loc[new.index[::3], "category"] = "brand_new_category"
     new.to_parquet(tmp_path / "new_events.parquet")
-    checkpoint_mtime = (tmp_path / "checkpoints" / "events_gru_ae" / "best.ckpt").stat().st_mtime
+    checkpoint_mtime = (out / "checkpoints" / "best.ckpt").stat().st_mtime
     scored = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "score.py"), f"run_dir={out}", "data=events",
          f"data.path={tmp_path / 'new_events.parquet'}", f"paths.root_dir={tmp_path}"],
@@ -65,7 +65,7 @@ def test_pipeline_runs_skips_and_forces(tmp_path, tiny_events):
     assert new_customers["p_purchase_within_30d"].between(0, 1).all()
     assert new_customers["segment_name"].notna().all()
     assert set(new_customers["segment"]) <= set(segments["segment"])
-    assert (tmp_path / "checkpoints" / "events_gru_ae" / "best.ckpt").stat().st_mtime == checkpoint_mtime
+    assert (out / "checkpoints" / "best.ckpt").stat().st_mtime == checkpoint_mtime
 
 
 @pytest.mark.slow

@@ -114,7 +114,7 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, tiny_events, mo
     with pytest.raises(Interrupt):
         train(compose_train(b))
     monkeypatch.undo()
-    last = tmp_path / "b" / "checkpoints" / "events_gru_ae" / "last.ckpt"
+    last = tmp_path / "b" / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == saved_at
     resumed = train(compose_train(b + [f"ckpt_path={last}"]))
     assert resumed.datamodule.trainer.global_step == steps
@@ -189,7 +189,7 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_events):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "training summary" in out.stdout
-    assert (tmp_path / "checkpoints" / "events_gru_ae" / "last.ckpt").exists()
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
 
 
 @pytest.mark.gpu

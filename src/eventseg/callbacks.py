@@ -24,6 +24,19 @@ class StepSeed(Callback):
         torch.manual_seed(step_seed)
 
 
+class RunIdentity(Callback):
+    """Write what this training is (prepared data hash + model settings) into every checkpoint,
+    so resuming can refuse a checkpoint that another run wrote."""
+
+    KEY = "eventseg_run"
+
+    def __init__(self, identity: dict):
+        self.identity = identity
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[self.KEY] = self.identity
+
+
 class TrainingSummary(Callback):
     """Times training epochs (validation excluded) and prints one screen at the end of fit."""
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 
 from eventseg.data.encoders import EventEncoders
+from eventseg.errors import UserError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """The file is missing, unreadable, or not an eventseg checkpoint."""
 
 
@@ -28,6 +29,27 @@ class TrainedModel:
 def data_state(encoders: EventEncoders, max_len: int) -> dict:
     """What a checkpoint carries so that scoring needs no other file."""
     return {"encoders": encoders.to_dict(), "max_len": int(max_len)}
+
+
+def read_run_identity(path: str | os.PathLike) -> dict | None:
+    """The identity `RunIdentity` stored in a checkpoint (None for checkpoints without one)."""
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    return raw.get("eventseg_run") if isinstance(raw, dict) else None
+
+
+def run_checkpoint(run_dir: str | os.PathLike, which: str = "best_checkpoint") -> Path:
+    """The checkpoint a run's train_metrics.json names, resolved against the run folder."""
+    import json
+
+    run_dir = Path(run_dir)
+    metrics = run_dir / "train_metrics.json"
+    if not metrics.exists():
+        raise CheckpointError(f"{run_dir} holds no trained model (no train_metrics.json): run scripts/pipeline.py first")
+    name = json.loads(metrics.read_text()).get(which)
+    if not name:
+        raise CheckpointError(f"{metrics} names no {which}: training saved no checkpoint (is callbacks.model_checkpoint set?)")
+    path = Path(name)
+    return path if path.is_absolute() else run_dir / path
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainedModel:

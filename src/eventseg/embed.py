@@ -41,6 +41,7 @@ from eventseg.data.encoders import EventEncoders
 from eventseg.data.io import read_table
 from eventseg.data.store import SequenceStore
 from eventseg.data.validate import EventDataError
+from eventseg.errors import UserError
 
 EMBEDDING_COLUMN = "embedding"
 ID_METADATA_KEY = b"eventseg.id_col"
@@ -53,7 +54,7 @@ SIDECAR_MAX_IDS = 10_000  # customers without events listed in the sidecar (the 
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
-class EmbeddingsFileError(ValueError):
+class EmbeddingsFileError(UserError):
     """The file or directory is not an embeddings file (missing column, ragged vectors...)."""
 
 
@@ -546,11 +547,12 @@ def _read_customer_ids(path: str | os.PathLike, id_col: str) -> np.ndarray:
     raise EventDataError([f"column 'customer_id' (or '{id_col}') is missing from the customers file {path}; available: {sorted(map(str, df.columns))}"])
 
 
-def embed_from_config(cfg) -> dict:
+def embed_from_config(cfg, source=None) -> dict:
     """The embed stage as scripts call it: checkpoint + data config in, embeddings file out.
 
     Keys: ckpt, out_dir, data (a data group), device, precision, batch_size, max_batch_events,
-    rows_per_part, customers (optional file of expected ids), progress_bar.
+    rows_per_part, customers (optional file of expected ids), progress_bar. `source` (events already
+    read, e.g. by the pipeline) replaces reading the data config's source.
     Returns metrics and paths (JSON-friendly).
     """
     import lightning as L
@@ -568,7 +570,7 @@ def embed_from_config(cfg) -> dict:
     data_cfg = cfg.data
     cutoff = data_cfg.get("cutoff")
     t0 = time.perf_counter()
-    store = embedder.encode(resolve_source(data_cfg), cutoff=cutoff, on_invalid=str(data_cfg.get("on_invalid", "fail")))
+    store = embedder.encode(resolve_source(data_cfg) if source is None else source, cutoff=cutoff, on_invalid=str(data_cfg.get("on_invalid", "fail")))
     encode_seconds = time.perf_counter() - t0
     expected = _read_customer_ids(cfg.customers, embedder.id_col) if cfg.get("customers") else None
     rows, missing = select_customers(store, expected)

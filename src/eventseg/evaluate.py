@@ -36,6 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from eventseg.artifacts import atomic_path, sidecar_path, write_json
+from eventseg.config import plain
 from eventseg.data.io import read_events, read_table
 from eventseg.data.labels import build_labels
 from eventseg.data.schema import EventSchema
@@ -51,7 +52,6 @@ ORACLE = "oracle"
 # The issue's targets, ROC-AUC against aggregates: embeddings alone within 0.01, hybrid ahead by 0.01.
 EMBEDDING_TOLERANCE = 0.01
 HYBRID_GAIN = 0.01
-TRAIN_KEYS = ("model", "objective", "trainer", "loader", "callbacks", "seed", "run_name", "compile")
 
 
 # --- bootstrap -------------------------------------------------------------------------------
@@ -377,11 +377,6 @@ def render_markdown(result: Mapping[str, Any], title: str = "Evaluation") -> str
 # --- the evaluate job ------------------------------------------------------------------------
 
 
-def _plain(value):
-    """Config subtree as plain Python, so it hashes and serialises."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
 def objective_configs(names: Sequence[str]) -> dict[str, DictConfig]:
     """The running Hydra app's config composed once per objective: the user's overrides + objective=<name>.
 
@@ -403,32 +398,32 @@ def train_and_embed(cfg: DictConfig, configs: Mapping[str, DictConfig]) -> dict[
     Each objective's checkpoints, train_metrics.json and embeddings.parquet live under
     `<out_dir>/<objective>/`; stages whose outputs are up to date are skipped.
     """
+    from eventseg.checkpoint import run_checkpoint
     from eventseg.embed import embed_from_config
+    from eventseg.pipeline import data_settings
     from eventseg.prepare import PreparedData, prepare_from_config
-    from eventseg.stages import StageRunner
-    from eventseg.train import train
+    from eventseg.stages import Stage, StageRunner
+    from eventseg.train import IDENTITY_KEYS, SCHEDULE_KEYS, prepared_hash, train, train_identity
 
     out = Path(cfg.out_dir)
     runner = StageRunner(out, force=bool(cfg.get("force", False)))
     data_files = source_files(cfg.data)
     prepared = out / "prepared"
-    runner.run("prepare", lambda: prepare_from_config(cfg.data, out), config=_plain(cfg.data), inputs=data_files, outputs=[prepared])
+    runner.run(Stage("prepare", lambda: prepare_from_config(cfg.data, out), config=data_settings(cfg.data),
+                     inputs=data_files, outputs=[prepared]))
     paths = {}
     for name, obj_cfg in configs.items():
         obj_cfg = copy.deepcopy(obj_cfg)
-        obj_cfg.out_dir = str(out / name)
-        if obj_cfg.callbacks.get("model_checkpoint"):
-            obj_cfg.callbacks.model_checkpoint.dirpath = str(out / name / "checkpoints")
-        metrics_file = out / name / "train_metrics.json"
-        runner.run(f"train_{name}", lambda c=obj_cfg: train(c, PreparedData.load(prepared)),
-                   config={k: _plain(obj_cfg.get(k)) for k in TRAIN_KEYS}, inputs=[prepared], outputs=[metrics_file])  # fmt: skip
-        checkpoint = json.loads(metrics_file.read_text()).get("best_checkpoint")
-        if not checkpoint:
-            raise ValueError(f"objective '{name}': training saved no checkpoint (is callbacks.model_checkpoint set?)")
-        embed_cfg = OmegaConf.create({"ckpt": checkpoint, "out_dir": str(out / name), "data": _plain(cfg.data), **_plain(cfg.embed)})
+        obj_cfg.out_dir = str(out / name)  # its checkpoints follow: callbacks put them under out_dir
+        runner.run(Stage(f"train_{name}", lambda c=obj_cfg: train(c, PreparedData.load(prepared)),
+                         config=lambda c=obj_cfg: train_identity(c, prepared_hash(prepared), IDENTITY_KEYS + SCHEDULE_KEYS),
+                         outputs=[out / name / "train_metrics.json"]))
+        checkpoint = run_checkpoint(out / name)
+        embed_cfg = OmegaConf.create({"ckpt": str(checkpoint), "out_dir": str(out / name), "data": plain(cfg.data), **plain(cfg.embed)})
         paths[name] = out / name / "embeddings.parquet"
-        runner.run(f"embed_{name}", lambda c=embed_cfg: write_json(embed_from_config(c), out / name / "embed_metrics.json"),
-                   config=_plain(embed_cfg), inputs=[checkpoint, *data_files], outputs=[paths[name]])  # fmt: skip
+        runner.run(Stage(f"embed_{name}", lambda c=embed_cfg: write_json(embed_from_config(c), out / name / "embed_metrics.json"),
+                         config={"data": data_settings(cfg.data), "embed": plain(cfg.embed)},
+                         inputs=[checkpoint, *data_files], outputs=[paths[name]]))
     return paths
 
 
@@ -500,11 +495,11 @@ def evaluate_from_config(cfg: DictConfig, configs: Mapping[str, DictConfig] | No
     result = evaluate_probes(
         events, schema, {name: load_embeddings(path) for name, path in paths.items()}, labels, truth=truth, cutoff=cutoff,
         split_seed=int(cfg.data.split.seed), split_fractions=tuple(cfg.data.split.fractions), kinds=list(probes.kinds),
-        n_boot=int(probes.n_boot), seed=int(probes.seed), logistic=_plain(probes.get("logistic")), hgb=_plain(probes.get("hgb")),
+        n_boot=int(probes.n_boot), seed=int(probes.seed), logistic=plain(probes.get("logistic")), hgb=plain(probes.get("hgb")),
         top_k_categories=int(probes.get("top_k_categories", 10)), threads=probes.get("threads"),
     )  # fmt: skip
     result["embeddings"] = {name: str(path) for name, path in paths.items()}
-    result["config"] = _plain(cfg)
+    result["config"] = plain(cfg)
     md, js = out / "evaluation.md", out / "evaluation.json"
     with atomic_path(md) as tmp:
         tmp.write_text(render_markdown(result, f"Evaluation · {cfg.data.name}"), encoding="utf-8")

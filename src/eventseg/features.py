@@ -199,7 +199,7 @@ class AggregateFeatureBuilder:
             counts = counts[counts > 0]
             # most frequent first; ties broken by the value's text so refits agree
             ranked = sorted(zip(counts.to_numpy(), counts.index), key=lambda cv: (-cv[0], str(cv[1])))
-            self.categories_[col] = [_plain(v) for _, v in ranked[: self.top_k_categories]]
+            self.categories_[col] = [_python_scalar(v) for _, v in ranked[: self.top_k_categories]]
         return self
 
     def transform(self, events: pd.DataFrame, as_of=None) -> pd.DataFrame:
@@ -246,7 +246,7 @@ class AggregateFeatureBuilder:
         return builder
 
 
-def _plain(value):
+def _python_scalar(value):
     """numpy scalars to Python ones, so fitted categories serialise to JSON."""
     return value.item() if isinstance(value, np.generic) else value
 

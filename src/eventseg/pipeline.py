@@ -1,197 +1,302 @@
-"""The end-to-end job: each stage is a pure function; this module only chains them and skips
-the stages whose outputs are already up to date (see `eventseg.stages`).
+"""The end-to-end job: each stage is a pure function; this module only declares the stages
+(config, inputs, outputs) and chains them, skipping those already up to date (`eventseg.stages`).
 
 prepare → train → embed → [represent] → cluster → propensity (when labels exist) → segments → report
 
-With representation=hybrid, `represent` concatenates the embeddings with standardised
-aggregates, and clustering, heads and the report's map all use that matrix instead.
+The run folder is locked for the whole job, checked before any work, and finished with a
+manifest (`run.json`) that readers verify (`eventseg.runs`). Events are read and validated
+once per job, and only when a stage needs them.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from eventseg.artifacts import sidecar_path, write_json, write_parquet, write_sidecar
+from eventseg.artifacts import atomic_path, sidecar_path, write_json, write_parquet, write_sidecar
+from eventseg.checkpoint import run_checkpoint
 from eventseg.cluster import cluster_from_config
+from eventseg.config import check_training_config, check_writable, plain
 from eventseg.data.io import read_events, read_table
 from eventseg.data.schema import EventSchema
 from eventseg.data.sources import resolve_source, source_files
-from eventseg.data.split import TEST, TRAIN, assign_splits
+from eventseg.data.split import TRAIN
+from eventseg.data.validate import validate_events
 from eventseg.embed import embed_from_config, load_embeddings, write_embeddings
+from eventseg.errors import ConfigError
 from eventseg.features import aggregate_features
 from eventseg.hybrid import HYBRID_FILE, REPRESENTATIONS, HybridFeatures
 from eventseg.prepare import PreparedData, prepare_from_config
 from eventseg.propensity import evaluate_propensity
 from eventseg.report import build_report
+from eventseg.runs import RunLock, mark_running, write_manifest
 from eventseg.segments import attach_names, build_customers, profile_segments
-from eventseg.stages import StageRunner
-from eventseg.train import train
+from eventseg.model_index import record_trained_model, reuse_trained_model
+from eventseg.stages import Stage, StageRunner
+from eventseg.train import IDENTITY_KEYS, SCHEDULE_KEYS, prepared_hash, train, train_identity
 
 BASELINES = ("rfm_logistic", "aggregate_hgb")
+# where the data lives is not what the data is: the inputs' content stands for these in fingerprints
+_LOCATION_KEYS = ("path", "raw_dir", "labels_path", "truth_path", "name")
 
 
-def _plain(value):
-    """Config subtree as plain Python, so it hashes and serialises."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+def data_settings(data_cfg) -> dict:
+    """The data config minus file locations, for fingerprints (a moved or copied input is the same input)."""
+    return {k: v for k, v in plain(data_cfg).items() if k not in _LOCATION_KEYS}
 
 
-def _events(cfg: DictConfig) -> pd.DataFrame:
-    return read_events(resolve_source(cfg.data), EventSchema.from_config(cfg.data))
+def check_pipeline_config(cfg: DictConfig) -> None:
+    """Everything that can be checked before reading a single event."""
+    check_writable(cfg.out_dir)
+    check_training_config(cfg)
+    kind = str(cfg.get("representation", "embedding"))
+    if kind not in REPRESENTATIONS:
+        raise ConfigError(f"representation={kind!r} is not one of {list(REPRESENTATIONS)}")
+    resolve_path = cfg.data.get("source", "file") == "file"
+    if resolve_path and not cfg.data.get("path"):
+        raise ConfigError("data.path is not set: point it at a Parquet file/directory or a CSV file of events")
+    for key in ("path", "truth_path"):
+        path = cfg.labels.get(key)
+        if path and not Path(path).exists():
+            raise ConfigError(f"labels.{key}={path} does not exist: point it at a Parquet/CSV table of customer_id + outcomes")
+
+
+class PipelineRun:
+    """One job over one out_dir: the paths, the lazily read events, and each stage's declaration."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir)
+        self.schema = EventSchema.from_config(cfg.data)
+        self.labels_cfg = plain(cfg.labels)
+        self.has_labels = bool(self.labels_cfg.get("path") or cfg.data.get("cutoff"))
+        self.representation = str(cfg.get("representation", "embedding"))
+        self.paths = {name: self.out / name for name in (
+            "prepared", "train_metrics.json", "embeddings.parquet", "clusters.parquet", "cluster_metrics.json",
+            "propensity_metrics.json", "propensity_scores.parquet", "customers.parquet", "segments.parquet", "report.html",
+        )}  # fmt: skip
+        self.paths["features"] = (self.out / "representation.parquet" if self.representation == "hybrid"
+                                  else self.paths["embeddings.parquet"])
+
+    @cached_property
+    def data_files(self) -> list[Path]:
+        return source_files(self.cfg.data)
+
+    @cached_property
+    def events(self) -> pd.DataFrame:
+        """The validated events, read once for every stage that needs them."""
+        frame, _ = validate_events(read_events(resolve_source(self.cfg.data), self.schema), self.schema,
+                                   str(self.cfg.data.get("on_invalid", "fail")))
+        return frame
+
+    @cached_property
+    def prepared(self) -> PreparedData:
+        return PreparedData.load(self.paths["prepared"])
+
+    @property
+    def checkpoint(self) -> Path:
+        return run_checkpoint(self.out)
+
+    def label_files(self) -> list[Path]:
+        return [Path(p) for p in (self.labels_cfg.get("path"), self.labels_cfg.get("truth_path")) if p]
+
+    def train_ids(self, ids: np.ndarray) -> np.ndarray:
+        """Customers of the training split, by the split prepare saved (never recomputed by hand)."""
+        store = self.prepared.store
+        split = pd.Series(self.prepared.splits, index=pd.Index(np.asarray(store.customer_ids)).astype(str))
+        return ids[split.reindex(pd.Index(ids).astype(str)).to_numpy() == TRAIN]
+
+    # ---- stage declarations: what each reads, writes and depends on, in one place ----------
+
+    def stages(self) -> list[Stage]:
+        p, cfg = self.paths, self.cfg
+        scored = [p["propensity_scores.parquet"]] if self.has_labels else []
+        stages = [
+            Stage("prepare", lambda: prepare_from_config(cfg.data, self.out, source=self.events),
+                  config=data_settings(cfg.data), inputs=self.data_files, outputs=[p["prepared"]]),
+            Stage("train", self.train_stage, config=lambda: self.training_identity(),
+                  inputs=[], outputs=[p["train_metrics.json"]]),
+            Stage("embed", lambda: write_json(embed_from_config(self.embed_config(), source=self.events),
+                                              self.out / "embed_metrics.json"),
+                  config={"data": data_settings(cfg.data), "embed": plain(cfg.embed)},
+                  inputs=lambda: [self.checkpoint, *self.data_files], outputs=[p["embeddings.parquet"]]),
+        ]
+        if self.representation == "hybrid":
+            stages.append(Stage("represent", self.represent_stage,
+                                config={"hybrid": plain(cfg.hybrid), "data": data_settings(cfg.data)},
+                                inputs=[p["embeddings.parquet"], p["prepared"] / "splits.npy", *self.data_files],
+                                outputs=[p["features"], self.out / HYBRID_FILE]))
+        stages.append(Stage("cluster", lambda: cluster_from_config(self.cluster_config()), config=plain(cfg.cluster),
+                            inputs=[p["features"]], outputs=[p["clusters.parquet"], p["cluster_metrics.json"]]))
+        if self.has_labels:
+            labels = {k: v for k, v in self.labels_cfg.items() if k not in ("path", "truth_path")}
+            stages.append(Stage("propensity", self.propensity_stage,
+                                config={"labels": labels, "heads": plain(cfg.heads), "data": data_settings(cfg.data)},
+                                inputs=[p["features"], *self.label_files(), *self.data_files],
+                                outputs=[p["propensity_metrics.json"], p["propensity_scores.parquet"]]))
+        stages.append(Stage("segments", self.segments_stage,
+                            config={"labels": self.has_labels, "data": data_settings(cfg.data)},
+                            inputs=[p["clusters.parquet"], *scored, *self.data_files],
+                            outputs=[p["customers.parquet"], p["segments.parquet"], self.out / "segments.csv"]))
+        stages.append(Stage("report", self.report_stage,
+                            config={"labels": self.has_labels, "representation": self.representation},
+                            inputs=[p["features"], p["customers.parquet"], p["segments.parquet"], p["cluster_metrics.json"], *scored],
+                            outputs=[p["report.html"]]))
+        return stages
+
+    def training_identity(self) -> dict:
+        return train_identity(self.cfg, prepared_hash(self.paths["prepared"]), keys=IDENTITY_KEYS + SCHEDULE_KEYS)
+
+    def embed_config(self) -> DictConfig:
+        return OmegaConf.create({"ckpt": str(self.checkpoint), "out_dir": str(self.out), "data": plain(self.cfg.data),
+                                 **plain(self.cfg.embed)})
+
+    def cluster_config(self) -> dict:
+        return {"embeddings": str(self.paths["features"]), "out_dir": str(self.out), "cluster": plain(self.cfg.cluster)}
+
+    # ---- stages -------------------------------------------------------------------------------
+
+    def train_stage(self) -> None:
+        """Reuse a model trained on the same prepared data with the same settings (any out_dir), else train."""
+        index = Path(self.cfg.paths.runs_dir) / ".trained"
+        if not reuse_trained_model(index, self.training_identity(), self.out):
+            train(self.cfg, self.prepared)
+            record_trained_model(index, self.training_identity(), self.out)
+
+    def represent_stage(self) -> None:
+        """Embeddings ++ standardised aggregates, fitted on the training split and saved for scoring."""
+        ids, matrix = load_embeddings(self.paths["embeddings.parquet"])
+        cutoff = self.cfg.data.get("cutoff")
+        hybrid = HybridFeatures(self.schema, int(self.cfg.hybrid.top_k_categories)).fit(
+            ids, matrix, self.events, cutoff, self.train_ids(np.asarray(ids)))
+        features = hybrid.transform(ids, matrix, self.events, cutoff)
+        hybrid.save(self.out / HYBRID_FILE)
+        write_embeddings(ids, features, self.paths["features"], rows_per_part=None, representation="hybrid",
+                         embedding_dim=int(matrix.shape[1]), aggregate_columns=int(features.shape[1] - matrix.shape[1]))
+
+    def propensity_stage(self) -> None:
+        """Heads on the representation plus both baselines; scores for every customer."""
+        p, labels_cfg, id_col = self.paths, self.cfg.labels, self.cfg.data.id_col
+        ids, matrix = load_embeddings(p["features"])
+        labels = read_table(labels_cfg.path, "labels") if labels_cfg.get("path") else None
+        result = evaluate_propensity(
+            ids, matrix, labels, self.events, self.schema, plain(self.cfg.heads), seed=int(self.cfg.data.split.seed),
+            truth=read_table(labels_cfg.truth_path, "truth") if labels_cfg.get("truth_path") else None,
+            cutoff=self.cfg.data.get("cutoff"), horizon_days=int(labels_cfg.horizon_days),
+            split_fractions=tuple(self.cfg.data.split.fractions),
+        )
+        scores = result["scores"].rename(columns={id_col: "customer_id"})
+        for name in BASELINES:  # kept beside the heads' scores for the report's gain and calibration charts
+            base = result["baseline_scores"][name]
+            for col in [c for c in base.columns if c.startswith(("p_", "pred_"))]:
+                scores[f"{name}__{col}"] = base[col].to_numpy()
+        if labels is not None:
+            labels = labels.rename(columns={id_col: "customer_id"})
+            binary = result["metrics"]["labels"]["binary"]
+            aligned = labels.drop_duplicates("customer_id").set_index("customer_id")[binary]
+            aligned.index = aligned.index.astype(str)
+            for label in binary:
+                scores[f"y__{label}"] = aligned[label].reindex(scores["customer_id"].astype(str)).to_numpy()
+        result["heads"].save(self.out / "heads")
+        write_parquet(scores, p["propensity_scores.parquet"])
+        write_sidecar(p["propensity_scores.parquet"], rows=len(scores), heads=plain(self.cfg.heads))
+        write_json(result["metrics"], p["propensity_metrics.json"])
+
+    def segments_stage(self) -> None:
+        p = self.paths
+        clusters = pd.read_parquet(p["clusters.parquet"])
+        scores = None
+        if self.has_labels:
+            all_scores = pd.read_parquet(p["propensity_scores.parquet"])
+            scores = all_scores[["customer_id"] + [c for c in all_scores.columns if c.startswith(("p_", "pred_"))]]
+        features = aggregate_features(self.events, self.schema, as_of=self.cfg.data.get("cutoff"))
+        customers = build_customers(clusters, scores)
+        monetary = f"{self.schema.numeric[0]}_sum" if self.schema.numeric else None
+        segments = profile_segments(customers, features, monetary)
+        customers = attach_names(customers, segments)
+        write_parquet(customers, p["customers.parquet"])
+        write_sidecar(p["customers.parquet"], rows=len(customers))
+        write_parquet(segments, p["segments.parquet"])
+        write_sidecar(p["segments.parquet"], rows=len(segments))
+        with atomic_path(self.out / "segments.csv") as tmp:
+            segments.to_csv(tmp, index=False)
+
+    def report_stage(self) -> None:
+        p = self.paths
+        ids, matrix = load_embeddings(p["features"])
+        customers = pd.read_parquet(p["customers.parquet"])
+        segments = pd.read_parquet(p["segments.parquet"])
+        propensity = None
+        if self.has_labels:
+            scores = pd.read_parquet(p["propensity_scores.parquet"])
+            metrics = json.loads(p["propensity_metrics.json"].read_text())
+            labels = [lab for lab in metrics["labels"]["binary"] if f"y__{lab}" in scores.columns]
+            test = scores[scores["split"] == "test"]
+            predictions = {}
+            for lab in labels:
+                known = test[f"y__{lab}"].notna()
+                predictions[lab] = {"y": test.loc[known, f"y__{lab}"].to_numpy(),
+                                    "scores": {"heads": test.loc[known, f"p_{lab}"].to_numpy(),
+                                               **{b: test.loc[known, f"{b}__p_{lab}"].to_numpy() for b in BASELINES}}}
+            rows = [{"label": lab, "model": model, **{k: v for k, v in m.items() if isinstance(v, (int, float)) or v is None}}
+                    for lab, per_model in metrics["test"].items() for model, m in per_model.items()]
+            propensity = {"labels": labels, "metrics": pd.DataFrame(rows), "predictions": predictions}
+        build_report(p["report.html"], ids=np.asarray(ids), matrix=matrix, customers=customers, segments=segments,
+                     cluster_metrics=json.loads(p["cluster_metrics.json"].read_text()), propensity=propensity,
+                     title=f"eventseg · {self.cfg.data.name}", representation=self.representation)
+
+    def remove_stale(self) -> None:
+        """Files of a representation this run no longer uses: scoring must not pick them up."""
+        if self.representation == "embedding":
+            rep = self.out / "representation.parquet"
+            for stale in (self.out / HYBRID_FILE, rep, sidecar_path(rep)):
+                stale.unlink(missing_ok=True)
+        if not self.has_labels:
+            for stale in (self.paths["propensity_metrics.json"], self.paths["propensity_scores.parquet"]):
+                stale.unlink(missing_ok=True)
+            shutil.rmtree(self.out / "heads", ignore_errors=True)
+
+
+def check_label_ids(run: PipelineRun) -> None:
+    """Labels whose ids match no customer would only fail after training: check against the prepared ids."""
+    path = run.labels_cfg.get("path")
+    if not path:
+        return
+    labels = read_table(path, "labels")
+    id_col = run.schema.id_col
+    key = id_col if id_col in labels.columns else "customer_id" if "customer_id" in labels.columns else None
+    if key is None:
+        raise ConfigError(f"labels file {path} has no id column '{id_col}' (or 'customer_id'); "
+                          f"its columns: {sorted(map(str, labels.columns))}")
+    known = set(pd.Index(np.asarray(run.prepared.store.customer_ids)).astype(str))
+    ids = pd.Index(labels[key].dropna().unique()).astype(str)
+    matched = int(ids.isin(known).sum())
+    if matched == 0:
+        raise ConfigError(f"none of the {len(ids):,} ids in labels file {path} (column '{key}', e.g. {ids[0]!r}) "
+                          f"matches a customer in the events (e.g. {next(iter(known))!r}): "
+                          "check that both files use the same id column and spelling")
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Path]:
     """Run every stage that is not up to date; returns the paths of the outputs."""
-    out = Path(cfg.out_dir)
-    runner = StageRunner(out, force=bool(cfg.get("force", False)))
-    data_files = source_files(cfg.data)
-    paths = {name: out / name for name in (
-        "prepared", "train_metrics.json", "embeddings.parquet", "clusters.parquet", "cluster_metrics.json",
-        "propensity_metrics.json", "propensity_scores.parquet", "customers.parquet", "segments.parquet", "report.html",
-    )}  # fmt: skip
-
-    runner.run("prepare", lambda: prepare_from_config(cfg.data, out),
-               config=_plain(cfg.data), inputs=data_files, outputs=[paths["prepared"]])
-
-    train_config = {k: _plain(cfg[k]) for k in ("model", "objective", "trainer", "loader", "callbacks", "seed", "run_name", "compile")}
-    runner.run("train", lambda: train(cfg, PreparedData.load(paths["prepared"])),
-               config=train_config, inputs=[paths["prepared"]], outputs=[paths["train_metrics.json"]])
-    checkpoint = Path(json.loads(paths["train_metrics.json"].read_text())["best_checkpoint"])
-
-    embed_cfg = OmegaConf.create({"ckpt": str(checkpoint), "out_dir": str(out), "data": _plain(cfg.data), **_plain(cfg.embed)})
-    runner.run("embed", lambda: write_json(embed_from_config(embed_cfg), out / "embed_metrics.json"),
-               config=_plain(embed_cfg), inputs=[checkpoint, *data_files], outputs=[paths["embeddings.parquet"]])
-
-    paths["features"] = representation_step(cfg, runner, paths, data_files)
-
-    cluster_cfg = {"embeddings": str(paths["features"]), "out_dir": str(out), "cluster": _plain(cfg.cluster)}
-    runner.run("cluster", lambda: cluster_from_config(cluster_cfg), config=cluster_cfg,
-               inputs=[paths["features"]], outputs=[paths["clusters.parquet"], paths["cluster_metrics.json"]])
-
-    labels_cfg = _plain(cfg.labels)
-    has_labels = bool(labels_cfg.get("path") or cfg.data.get("cutoff"))
-    label_files = [Path(p) for p in (labels_cfg.get("path"), labels_cfg.get("truth_path")) if p]
-    if has_labels:
-        runner.run("propensity", lambda: propensity_stage(cfg, paths), config={**labels_cfg, "heads": _plain(cfg.heads)},
-                   inputs=[paths["features"], *label_files, *data_files],
-                   outputs=[paths["propensity_metrics.json"], paths["propensity_scores.parquet"]])
-    else:
-        print("[propensity] no labels (labels.path or data.cutoff): segments get no propensity scores")
-    scored = [paths["propensity_scores.parquet"]] if has_labels else []
-    runner.run("segments", lambda: segments_stage(cfg, paths, has_labels), config={"labels": has_labels},
-               inputs=[paths["clusters.parquet"], *scored, *data_files],
-               outputs=[paths["customers.parquet"], paths["segments.parquet"]])
-    runner.run("report", lambda: report_stage(cfg, paths, has_labels),
-               config={"labels": has_labels, "representation": str(cfg.get("representation", "embedding"))},
-               inputs=[paths["features"], paths["customers.parquet"], paths["segments.parquet"], paths["cluster_metrics.json"], *scored],
-               outputs=[paths["report.html"]])
-    return {"checkpoint": checkpoint, **{k: v for k, v in paths.items() if v.exists()}}
-
-
-def representation_step(cfg: DictConfig, runner: StageRunner, paths: dict, data_files: list) -> Path:
-    """The matrix clustering and heads see: the embeddings, or (hybrid) the embeddings with
-    standardised aggregates, fitted on the training split and saved for scoring."""
-    out = Path(cfg.out_dir)
-    kind = str(cfg.get("representation", "embedding"))
-    if kind not in REPRESENTATIONS:
-        raise ValueError(f"representation must be one of {list(REPRESENTATIONS)}, got {kind!r}")
-    target, fitted = out / "representation.parquet", out / HYBRID_FILE
-    if kind == "embedding":
-        for stale in (fitted, target, sidecar_path(target)):  # scoring must not pick these up
-            stale.unlink(missing_ok=True)
-        return paths["embeddings.parquet"]
-    config = {"hybrid": _plain(cfg.hybrid), "cutoff": _plain(cfg.data.get("cutoff")), "split": _plain(cfg.data.split)}
-    runner.run("represent", lambda: represent_stage(cfg, paths["embeddings.parquet"], target, fitted), config=config,
-               inputs=[paths["embeddings.parquet"], *data_files], outputs=[target, fitted])
-    return target
-
-
-def represent_stage(cfg: DictConfig, embeddings: Path, target: Path, fitted: Path) -> None:
-    ids, matrix = load_embeddings(embeddings)
-    split = cfg.data.split
-    train_ids = ids[assign_splits(ids, int(split.seed), tuple(split.fractions)) == TRAIN]
-    schema, cutoff = EventSchema.from_config(cfg.data), cfg.data.get("cutoff")
-    events = _events(cfg)
-    hybrid = HybridFeatures(schema, int(cfg.hybrid.top_k_categories)).fit(ids, matrix, events, cutoff, train_ids)
-    features = hybrid.transform(ids, matrix, events, cutoff)
-    hybrid.save(fitted)
-    write_embeddings(ids, features, target, rows_per_part=None, representation="hybrid",
-                     embedding_dim=int(matrix.shape[1]), aggregate_columns=int(features.shape[1] - matrix.shape[1]))
-
-
-def propensity_stage(cfg: DictConfig, paths: dict) -> None:
-    """Heads on the representation plus both baselines; scores for every customer."""
-    labels_cfg = cfg.labels
-    ids, matrix = load_embeddings(paths["features"])
-    labels = read_table(labels_cfg.path, "labels") if labels_cfg.get("path") else None
-    result = evaluate_propensity(
-        ids, matrix, labels, _events(cfg),
-        EventSchema.from_config(cfg.data), _plain(cfg.heads), seed=int(cfg.data.split.seed),
-        truth=read_table(labels_cfg.truth_path, "truth") if labels_cfg.get("truth_path") else None,
-        cutoff=cfg.data.get("cutoff"), horizon_days=int(labels_cfg.horizon_days),
-        split_fractions=tuple(cfg.data.split.fractions),
-    )
-    id_col = cfg.data.id_col
-    scores = result["scores"].rename(columns={id_col: "customer_id"})
-    for name in BASELINES:  # kept beside the heads' scores for the report's gain and calibration charts
-        base = result["baseline_scores"][name]
-        for col in [c for c in base.columns if c.startswith(("p_", "pred_"))]:
-            scores[f"{name}__{col}"] = base[col].to_numpy()
-    if labels is not None:
-        labels = labels.rename(columns={id_col: "customer_id"})
-        binary = result["metrics"]["labels"]["binary"]
-        aligned = labels.drop_duplicates("customer_id").set_index("customer_id")[binary]
-        aligned.index = aligned.index.astype(str)
-        for label in binary:
-            scores[f"y__{label}"] = aligned[label].reindex(scores["customer_id"].astype(str)).to_numpy()
-    result["heads"].save(paths["propensity_metrics.json"].parent / "heads")
-    write_parquet(scores, paths["propensity_scores.parquet"])
-    write_sidecar(paths["propensity_scores.parquet"], rows=len(scores), heads=_plain(cfg.heads))
-    write_json(result["metrics"], paths["propensity_metrics.json"])
-
-
-def segments_stage(cfg: DictConfig, paths: dict, has_labels: bool) -> None:
-    clusters = pd.read_parquet(paths["clusters.parquet"])
-    scores = None
-    if has_labels:
-        all_scores = pd.read_parquet(paths["propensity_scores.parquet"])
-        scores = all_scores[["customer_id"] + [c for c in all_scores.columns if c.startswith(("p_", "pred_"))]]
-    schema = EventSchema.from_config(cfg.data)
-    features = aggregate_features(_events(cfg), schema, as_of=cfg.data.get("cutoff"))
-    customers = build_customers(clusters, scores)
-    monetary = f"{schema.numeric[0]}_sum" if schema.numeric else None
-    segments = profile_segments(customers, features, monetary)
-    customers = attach_names(customers, segments)
-    write_parquet(customers, paths["customers.parquet"])
-    write_sidecar(paths["customers.parquet"], rows=len(customers))
-    write_parquet(segments, paths["segments.parquet"])
-    write_sidecar(paths["segments.parquet"], rows=len(segments))
-    segments.to_csv(paths["segments.parquet"].with_suffix(".csv"), index=False)
-
-
-def report_stage(cfg: DictConfig, paths: dict, has_labels: bool) -> None:
-    ids, matrix = load_embeddings(paths["features"])
-    customers = pd.read_parquet(paths["customers.parquet"])
-    segments = pd.read_parquet(paths["segments.parquet"])
-    propensity = None
-    if has_labels:
-        scores = pd.read_parquet(paths["propensity_scores.parquet"])
-        metrics = json.loads(paths["propensity_metrics.json"].read_text())
-        labels = [lab for lab in metrics["labels"]["binary"] if f"y__{lab}" in scores.columns]
-        test = scores[scores["split"] == "test"]
-        predictions = {}
-        for lab in labels:
-            known = test[f"y__{lab}"].notna()
-            predictions[lab] = {"y": test.loc[known, f"y__{lab}"].to_numpy(),
-                                "scores": {"heads": test.loc[known, f"p_{lab}"].to_numpy(),
-                                           **{b: test.loc[known, f"{b}__p_{lab}"].to_numpy() for b in BASELINES}}}
-        rows = [{"label": lab, "model": model, **{k: v for k, v in m.items() if isinstance(v, (int, float)) or v is None}}
-                for lab, per_model in metrics["test"].items() for model, m in per_model.items()]
-        propensity = {"labels": labels, "metrics": pd.DataFrame(rows), "predictions": predictions}
-    build_report(paths["report.html"], ids=np.asarray(ids), matrix=matrix, customers=customers, segments=segments,
-                 cluster_metrics=json.loads(paths["cluster_metrics.json"].read_text()), propensity=propensity,
-                 title=f"eventseg · {cfg.data.name}", representation=str(cfg.get("representation", "embedding")))
+    check_pipeline_config(cfg)
+    run = PipelineRun(cfg)
+    with RunLock(run.out):
+        runner = StageRunner(run.out, force=bool(cfg.get("force", False)),
+                             on_start=lambda name: mark_running(run.out, name))
+        mark_running(run.out, "start")
+        run.remove_stale()
+        if not run.has_labels:
+            print("[propensity] no labels (labels.path or data.cutoff): segments get no propensity scores")
+        for stage in run.stages():
+            runner.run(stage)
+            if stage.name == "prepare":
+                check_label_ids(run)
+        write_manifest(run.out, runner.fingerprints, config=plain(cfg))
+    return {"checkpoint": run.checkpoint, **{k: v for k, v in run.paths.items() if v.exists()}}

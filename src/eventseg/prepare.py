@@ -136,12 +136,14 @@ def encode_events(
     return build_store(df, encoders, max_len, sort_events(df, schema, reference_time=cutoff))
 
 
-def prepare_from_config(data_cfg, out_dir: str | os.PathLike) -> PreparedData:
-    """The prepare stage as scripts call it: data config in, `<out_dir>/prepared/` out."""
+def prepare_from_config(data_cfg, out_dir: str | os.PathLike, source=None) -> PreparedData:
+    """The prepare stage as scripts call it: data config in, `<out_dir>/prepared/` out.
+
+    `source` (events already read, e.g. by the pipeline) replaces reading `data_cfg`'s source."""
     from eventseg.data.sources import resolve_source
 
     prepared = prepare_events(
-        resolve_source(data_cfg),
+        resolve_source(data_cfg) if source is None else source,
         EventSchema.from_config(data_cfg),
         max_len=int(data_cfg.get("max_len", 200)),
         on_invalid=str(data_cfg.get("on_invalid", "fail")),

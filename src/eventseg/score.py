@@ -4,19 +4,20 @@ events → embeddings (the run's checkpoint) → [hybrid features] → segments 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from eventseg.artifacts import write_parquet, write_sidecar
+from eventseg.checkpoint import run_checkpoint
 from eventseg.cluster import CLUSTERER_FILE, SegmentClusterer
 from eventseg.embed import Embedder
 from eventseg.data.io import read_events
 from eventseg.features import rfm_features
 from eventseg.hybrid import HYBRID_FILE, HybridFeatures
 from eventseg.propensity import PropensityHeads
+from eventseg.runs import read_manifest, verify_files
 from eventseg.segments import attach_names, build_customers, tier_cut_points
 
 
@@ -24,10 +25,12 @@ def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.D
                     device: str = "auto") -> pd.DataFrame:
     """customers.parquet rows for the customers in `events`, using the run in `run_dir`."""
     run = Path(run_dir)
-    metrics_file = run / "train_metrics.json"
-    if not metrics_file.exists():
-        raise FileNotFoundError(f"{run} holds no finished run (no train_metrics.json): run scripts/pipeline.py first")
-    embedder = Embedder.from_checkpoint(json.loads(metrics_file.read_text())["best_checkpoint"], device=device)
+    manifest = read_manifest(run)  # refuses a missing, foreign or incomplete run
+    checkpoint = run_checkpoint(run)
+    loaded = [checkpoint.relative_to(run), CLUSTERER_FILE, "customers.parquet", "segments.parquet",
+              *(name for name in (HYBRID_FILE, "heads") if (run / name).exists())]
+    verify_files(run, loaded, manifest)  # every byte checked before anything is opened
+    embedder = Embedder.from_checkpoint(checkpoint, device=device)
     store = embedder.encode(events, cutoff=cutoff)
     ids, matrix = embedder.embed_store(store)
     frame = None

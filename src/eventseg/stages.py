@@ -1,35 +1,40 @@
 """Skip a pipeline stage when its outputs are up to date with its inputs and its config.
 
-A stage's fingerprint hashes its config (as canonical JSON) and, for every input path, the
-names, sizes and modification times of its files. The fingerprint is stored beside the
-outputs in `<out_dir>/.stages/<stage>.json` once the stage has succeeded, so an interrupted
-stage always reruns.
+A `Stage` declares, once, its config, its input paths and its outputs. Its fingerprint hashes
+the config (canonical JSON) and the *content* of every input (never its path or timestamp),
+so a copied run folder or a moved input is still up to date. The fingerprint is stored in
+`<out_dir>/.stages/<stage>.json` once the stage has succeeded, so an interrupted stage reruns.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from eventseg.artifacts import write_json
+from eventseg.runs import content_hash
 
 
-def _file_signature(path: Path) -> list:
-    if path.is_file():
-        st = path.stat()
-        return [[str(path), st.st_size, st.st_mtime_ns]]
-    if path.is_dir():
-        return [sig for child in sorted(path.rglob("*")) if child.is_file() for sig in _file_signature(child)]
-    return [[str(path), None, None]]
-
-
-def fingerprint(config: Any, inputs: Iterable[str | os.PathLike]) -> str:
-    payload = {"config": config, "inputs": [_file_signature(Path(p)) for p in inputs]}
+def fingerprint(config: Any, inputs: Iterable) -> str:
+    payload = {"config": config, "inputs": [content_hash(p) for p in inputs]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _value(x):
+    """Declarations may be lazy (a callable), for what exists only once earlier stages ran."""
+    return x() if callable(x) else x
+
+
+@dataclass
+class Stage:
+    name: str
+    fn: Callable[[], Any]
+    config: Any = None
+    inputs: Any = field(default_factory=list)  # a list of paths, or a callable returning one
+    outputs: list = field(default_factory=list)
 
 
 @dataclass
@@ -37,20 +42,28 @@ class StageRunner:
     out_dir: Path
     force: bool = False
     log: Callable[[str], None] = print
+    on_start: Callable[[str], None] | None = None
+    fingerprints: dict = field(default_factory=dict)
 
-    def run(self, name: str, fn: Callable[[], Any], *, config: Any, inputs: Iterable, outputs: Iterable) -> bool:
-        """Run `fn` unless `outputs` exist and were made from the same config and inputs.
+    def run(self, stage: Stage) -> bool:
+        """Run the stage unless its outputs exist and were made from the same config and inputs.
 
         Returns True if the stage ran, False if it was skipped.
         """
-        inputs, outputs = [Path(p) for p in inputs], [Path(p) for p in outputs]
-        record = self.out_dir / ".stages" / f"{name}.json"
-        key = fingerprint(config, inputs)
+        outputs = [Path(p) for p in stage.outputs]
+        record = Path(self.out_dir) / ".stages" / f"{stage.name}.json"
+        key = fingerprint(_value(stage.config), [Path(p) for p in _value(stage.inputs)])
+        self.fingerprints[stage.name] = key
         if not self.force and record.exists() and all(p.exists() for p in outputs):
             if json.loads(record.read_text()).get("fingerprint") == key:
-                self.log(f"[{name}] up to date, skipped (force=true reruns it)")
+                self.log(f"[{stage.name}] up to date, skipped (force=true reruns it)")
                 return False
-        self.log(f"[{name}] running")
-        fn()
-        write_json({"stage": name, "fingerprint": key, "outputs": [str(p) for p in outputs]}, record)
+        self.log(f"[{stage.name}] running")
+        if self.on_start is not None:
+            self.on_start(stage.name)
+        record.unlink(missing_ok=True)
+        stage.fn()
+        write_json({"stage": stage.name, "fingerprint": key,
+                    "outputs": [p.relative_to(self.out_dir).as_posix() if p.is_relative_to(self.out_dir) else str(p)
+                                for p in outputs]}, record)
         return True

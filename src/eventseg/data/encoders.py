@@ -111,8 +111,11 @@ class NumericScaler:
         return cls(**d)
 
 
-def signed_log1p(x: np.ndarray) -> np.ndarray:
-    """sign(x) * log1p(|x|), in two passes over a fresh array of x's float dtype."""
+def signed_log1p(x):
+    """sign(x) * log1p(|x|): heavy-tailed amounts on a scale models can use. NumPy arrays in two
+    passes over a fresh array of x's float dtype; torch tensors (the future targets) as tensors."""
+    if not isinstance(x, np.ndarray):
+        return x.sign() * x.abs().log1p()
     out = np.abs(x)
     np.log1p(out, out=out)
     return np.copysign(out, x, out=out)

@@ -26,15 +26,15 @@ class TrainingDivergedError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-def _plain(obj: Any) -> Any:
+def _builtin_containers(obj: Any) -> Any:
     """Hydra DictConfig/ListConfig -> dicts and lists, so checkpoints load with
     torch.load(weights_only=True), which refuses arbitrary classes."""
     if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: _builtin_containers(v) for k, v in obj.items()}
     if isinstance(obj, tuple):
-        return tuple(_plain(v) for v in obj)
+        return tuple(_builtin_containers(v) for v in obj)
     if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
-        return [_plain(v) for v in obj]
+        return [_builtin_containers(v) for v in obj]
     return obj
 
 
@@ -107,9 +107,9 @@ class SequenceAutoencoder(L.LightningModule):
     ):
         super().__init__()
         # Reassigned before save_hyperparameters(), which reads this frame's locals.
-        feature_spec, encoder_options, decoder_options = map(_plain, (feature_spec, encoder_options, decoder_options))
-        loss_weights, corruption, data_state = map(_plain, (loss_weights, corruption, data_state))
-        objectives, contrastive, future = map(_plain, (objectives, contrastive, future))
+        feature_spec, encoder_options, decoder_options = map(_builtin_containers, (feature_spec, encoder_options, decoder_options))
+        loss_weights, corruption, data_state = map(_builtin_containers, (loss_weights, corruption, data_state))
+        objectives, contrastive, future = map(_builtin_containers, (objectives, contrastive, future))
         # The logger gets the hyperparameters without data_state (see on_fit_start).
         self.save_hyperparameters(logger=False)
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eventseg.data.batch import EventBatch, FeatureSpec
+from eventseg.data.encoders import signed_log1p
 
 DEFAULTS = {"horizon_days": 30.0, "huber_delta": 1.0}
 AGE = "time_log_age"
@@ -43,10 +44,6 @@ def _raw(values: torch.Tensor, scaler: dict) -> torch.Tensor:
     """Invert the signed-log1p robust scaling (clipped values stay at the clip)."""
     y = values.float() * scaler["scale"] + scaler["center"]
     return torch.sign(y) * torch.expm1(y.abs())
-
-
-def signed_log1p(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.log1p(x.abs())
 
 
 class FutureTargets:

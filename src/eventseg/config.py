@@ -1,0 +1,59 @@
+"""Config helpers shared by the stages: plain values for hashing, and the checks that run
+before any work so a bad setting fails in a second, not after training."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from eventseg.errors import ConfigError
+
+
+def plain(value: Any) -> Any:
+    """A config subtree as plain Python (resolved), so it hashes and serialises."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def check_writable(out_dir: str | os.PathLike) -> None:
+    """Fail now, not after prepare, when the run folder cannot be written."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"out_dir={out} is not writable ({err.strerror}): choose a folder you can write to") from None
+
+
+def check_training_config(cfg) -> None:
+    """Model and trainer settings that would only fail after (or during) training."""
+    model, trainer = cfg.get("model") or {}, cfg.get("trainer") or {}
+    for key in ("embedding_dim", "d_model"):
+        value = model.get(key)
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"model.{key}={value!r} must be a positive integer (default embedding_dim=64)")
+    epochs = trainer.get("max_epochs")
+    if epochs is not None and not trainer.get("fast_dev_run") and (not isinstance(epochs, int) or epochs <= 0):
+        raise ConfigError(f"trainer.max_epochs={epochs!r} must be a positive integer (default 10)")
+    loader = cfg.get("loader") or {}
+    for key in ("batch_size", "eval_batch_size"):
+        value = loader.get(key)
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"loader.{key}={value!r} must be a positive integer")
+    check_accelerator(str(trainer.get("accelerator", "auto")))
+
+
+def check_accelerator(accelerator: str) -> None:
+    """trainer=gpu on a machine without a CUDA GPU: say which trainer to use instead."""
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible to torch "
+                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}): "
+                              "use trainer=default (CPU), or install a CUDA build of torch (TORCH_SPEC=... make setup)")

@@ -1,0 +1,244 @@
+"""Trustworthy runs: one writer per out_dir, a manifest readers verify, content fingerprints,
+run-scoped checkpoints that refuse another run's resume, and one-line user errors (exit 2)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pandas as pd
+import pytest
+import torch
+
+from eventseg.checkpoint import CheckpointError
+from eventseg.errors import RunError
+from eventseg.runs import RunLock, content_hash, mark_running, read_manifest, verify_files, write_manifest
+from eventseg.stages import Stage, StageRunner
+from eventseg.train import train
+from test_train import ROOT, compose_train, tiny_overrides
+
+
+def run_script(name, args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True, cwd=cwd)
+
+
+def pipeline_args(tmp_path, tiny_events, out="run"):
+    labels = tiny_events.parent / "labels.parquet"
+    return [*tiny_overrides(tmp_path, tiny_events), f"out_dir={tmp_path}/{out}", "trainer.max_epochs=1",
+            f"labels.path={labels}", "heads=logistic", "cluster.stability.n_resamples=0"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_events):
+    """One finished pipeline run, shared by the read-only tests below (copy it before changing it)."""
+    root = tmp_path_factory.mktemp("finished")
+    done = run_script("pipeline.py", pipeline_args(root, tiny_events), root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, root / "run"
+
+
+# ---- the lock ----------------------------------------------------------------------------
+
+
+def test_second_writer_is_refused_and_the_lock_is_released(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(RunError, match="being written by another eventseg run .*pid"):
+            RunLock(tmp_path).__enter__()
+        # a second process is refused too (flock is per open file, across processes)
+        code = f"from eventseg.runs import RunLock\nRunLock({str(tmp_path)!r}).__enter__()"
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert other.returncode != 0 and "being written by another eventseg run" in other.stderr
+    with RunLock(tmp_path):  # released on exit
+        pass
+
+
+def test_concurrent_pipeline_into_one_out_dir_is_refused(tmp_path, tiny_events):
+    out = tmp_path / "run"
+    with RunLock(out):  # stands for a first run still going
+        second = run_script("pipeline.py", pipeline_args(tmp_path, tiny_events), tmp_path)
+    assert second.returncode == 2
+    assert "being written by another eventseg run" in second.stderr and "Traceback" not in second.stderr
+    assert not (out / "prepared").exists()  # refused before any work
+
+
+# ---- the manifest -------------------------------------------------------------------------
+
+
+def test_manifest_lists_every_output_with_its_hash(finished_run):
+    _, out = finished_run
+    manifest = read_manifest(out)
+    assert manifest["status"] == "complete"
+    for name in ("checkpoints/best.ckpt", "customers.parquet", "segments.parquet", "segments.csv", "report.html",
+                 "train_metrics.json", "prepared/splits.npy"):
+        assert manifest["files"][name] == content_hash(out / name), name
+    assert not any(k.startswith(("logs/", ".stages/")) for k in manifest["files"])
+    assert set(manifest["stages"]) >= {"prepare", "train", "embed", "cluster", "propensity", "segments", "report"}
+    # checkpoint paths are relative to the run, so a copied run finds its own
+    assert json.loads((out / "train_metrics.json").read_text())["best_checkpoint"] == "checkpoints/best.ckpt"
+
+
+def test_incomplete_run_is_refused_by_readers(finished_run, tmp_path):
+    _, out = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    mark_running(copy, "segments")  # what a kill between stages leaves behind
+    with pytest.raises(RunError, match="incomplete run .*'segments'"):
+        read_manifest(copy)
+    (copy / "run.json").unlink()
+    with pytest.raises(RunError, match="no finished run"):
+        read_manifest(copy)
+
+
+def test_changed_or_added_file_is_refused_before_loading(finished_run, tmp_path):
+    _, out = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    verify_files(copy, ["checkpoints/best.ckpt", "heads"])  # untouched: passes
+    ckpt = copy / "checkpoints" / "best.ckpt"
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(RunError, match="best.ckpt changed after the run finished"):
+        verify_files(copy, ["checkpoints/best.ckpt"])
+    (copy / "heads" / "extra.bin").write_bytes(b"planted")
+    with pytest.raises(RunError, match="extra.bin was added after the run finished"):
+        verify_files(copy, ["heads"])
+
+
+def test_score_refuses_a_tampered_checkpoint(finished_run, tmp_path, tiny_events):
+    root, out = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    ckpt = copy / "checkpoints" / "best.ckpt"
+    data = bytearray(ckpt.read_bytes())
+    data[-100] ^= 0x01
+    ckpt.write_bytes(bytes(data))
+    scored = run_script("score.py", [f"run_dir={copy}", "data=events", f"data.path={tiny_events}",
+                                     "data.categorical=[event_type,category,channel]", "data.numeric=[amount]"], tmp_path)
+    assert scored.returncode == 2, scored.stderr[-2000:]
+    assert "changed after the run finished" in scored.stderr and "Traceback" not in scored.stderr
+    assert not (copy / "scored").exists()
+
+
+# ---- content fingerprints and model reuse -------------------------------------------------
+
+
+def test_copied_run_folder_is_up_to_date(finished_run, tmp_path, tiny_events):
+    root, out = finished_run
+    copy_root = tmp_path
+    shutil.copytree(out, copy_root / "run")
+    again = run_script("pipeline.py", pipeline_args(copy_root, tiny_events), copy_root)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "running" not in again.stdout.replace("[propensity] no labels", "")
+    assert again.stdout.count("up to date, skipped") >= 7
+
+
+def test_new_out_dir_with_other_clustering_reuses_the_trained_model(finished_run, tiny_events):
+    root, out = finished_run
+    other = run_script("pipeline.py", pipeline_args(root, tiny_events, out="other") + ["cluster.min_segment_share=0.03"], root)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "[train] reused the model trained in" in other.stdout
+    assert content_hash(root / "other" / "checkpoints" / "best.ckpt") == content_hash(out / "checkpoints" / "best.ckpt")
+    assert read_manifest(root / "other")["status"] == "complete"
+
+
+def test_stage_fingerprint_follows_content_not_timestamps(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("a")
+    calls = []
+    stage = Stage("s", lambda: calls.append(1), config={"k": 1}, inputs=[src], outputs=[tmp_path / "in.txt"])
+    runner = StageRunner(tmp_path, log=lambda m: None)
+    assert runner.run(stage) and not runner.run(stage)
+    os.utime(src, (1, 1))  # touched, same bytes: still up to date
+    assert not runner.run(stage)
+    src.write_text("b")  # new bytes: reruns
+    assert runner.run(stage) and len(calls) == 2
+
+
+# ---- checkpoints belong to their run ------------------------------------------------------
+
+
+def test_resume_from_another_runs_checkpoint_is_refused(tmp_path, tiny_events):
+    first = train(compose_train(tiny_overrides(tmp_path / "a", tiny_events) + ["trainer.max_epochs=1"]))
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    assert first.checkpoint.parent == last.parent  # run-scoped: inside out_dir
+    other = tiny_overrides(tmp_path / "b", tiny_events) + ["trainer.max_epochs=1", "model.embedding_dim=12"]
+    with pytest.raises(CheckpointError, match="belongs to another run .*model"):
+        train(compose_train(other + [f"ckpt_path={last}"]))
+    other_data = tiny_overrides(tmp_path / "c", tiny_events) + ["trainer.max_epochs=1", "data.max_len=30"]
+    with pytest.raises(CheckpointError, match="belongs to another run .*prepared data"):
+        train(compose_train(other_data + [f"ckpt_path={last}"]))
+
+
+def test_retraining_replaces_checkpoints_instead_of_piling_up(tmp_path, tiny_events):
+    cfg = compose_train(tiny_overrides(tmp_path, tiny_events) + ["trainer.max_epochs=1"])
+    train(cfg)
+    train(cfg)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert not (tmp_path / "checkpoints").exists()
+
+
+# ---- user errors: one line, exit status 2, before any work --------------------------------
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.embedding_dim=0", "model.embedding_dim=0 must be a positive integer"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 must be a positive integer"),
+    ("representation=pca", "representation='pca' is not one of"),
+    ("labels.path=/nonexistent/labels.parquet", "labels.path=/nonexistent/labels.parquet does not exist"),
+])
+def test_bad_settings_fail_in_one_line_before_any_work(tmp_path, tiny_events, override, message):
+    bad = run_script("pipeline.py", pipeline_args(tmp_path, tiny_events) + [override], tmp_path)
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    assert message in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) <= 2
+    assert not (tmp_path / "run" / "prepared").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_gpu_trainer_without_a_gpu_names_the_fix(tmp_path, tiny_events):
+    args = [a for a in pipeline_args(tmp_path, tiny_events) if a != "trainer.accelerator=cpu"]
+    bad = run_script("pipeline.py", args + ["trainer=gpu"], tmp_path)
+    assert bad.returncode == 2 and "use trainer=default" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "run" / "prepared").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_out_dir_fails_first(tmp_path, tiny_events):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    bad = run_script("pipeline.py", pipeline_args(tmp_path, tiny_events, out="ro/run"), tmp_path)
+    assert bad.returncode == 2 and "is not writable" in bad.stderr
+
+
+def test_unwritable_out_dir_is_a_clear_error(tmp_path):
+    from eventseg.config import check_writable
+    from eventseg.errors import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(ConfigError, match="is not writable"):
+        check_writable(blocker / "run")
+
+
+def test_labels_matching_no_customer_fail_before_training(tmp_path, tiny_events):
+    labels = pd.read_parquet(tiny_events.parent / "labels.parquet")
+    labels["customer_id"] = labels["customer_id"] + 10**9
+    labels.to_parquet(tmp_path / "foreign_labels.parquet")
+    bad = run_script("pipeline.py", pipeline_args(tmp_path, tiny_events) + [f"labels.path={tmp_path / 'foreign_labels.parquet'}"], tmp_path)
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    assert "matches a customer in the events" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "run" / "train_metrics.json").exists()
+
+
+def test_log_has_no_third_party_tips_or_progress_bars(finished_run, tmp_path, tiny_events):
+    args = pipeline_args(tmp_path, tiny_events)
+    args = [a for a in args if a != "trainer.enable_progress_bar=false"]
+    done = run_script("pipeline.py", args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    for noise in ("Tip:", "litmodels", "GPU available", "TPU available", "DeprecationWarning", "it/s]"):
+        assert noise not in log, noise
