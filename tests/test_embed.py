@@ -148,19 +148,32 @@ print("ok")
 
 
 def test_duckdb_reads_a_float_array(tmp_path, embedder, reference, trained):
-    duckdb = pytest.importorskip("duckdb")
+    # a dev dependency (pyproject [dev]): a missing duckdb fails here instead of silently skipping
+    import duckdb
+
     out = embedder.embed_to_file(trained[2], tmp_path / "embeddings.parquet")
+    assert pq.read_schema(out).field("embedding").type == pa.list_(pa.float32(), DIM)  # fixed-size list on disk
     con = duckdb.connect()
     # Parquet stores a fixed-size list as a LIST (the size is Arrow metadata DuckDB ignores):
     # DuckDB sees FLOAT[], and a cast gives the fixed-size FLOAT[dim] its array_* functions want
     typ, n = con.execute(f"SELECT typeof(embedding), len(embedding) FROM read_parquet('{out}') LIMIT 1").fetchone()
     assert typ in ("FLOAT[]", f"FLOAT[{DIM}]") and n == DIM
-    cos = con.execute(f"SELECT array_cosine_similarity(embedding::FLOAT[{DIM}], embedding::FLOAT[{DIM}]) "
-                      f"FROM read_parquet('{out}') LIMIT 1").fetchone()[0]
+    rows, lengths = con.execute(f"SELECT count(*), list(DISTINCT len(embedding)) FROM read_parquet('{out}')").fetchone()
+    assert rows == len(reference) and lengths == [DIM]
+    cos = con.execute(f"SELECT min(array_cosine_similarity(embedding::FLOAT[{DIM}], embedding::FLOAT[{DIM}])) "
+                      f"FROM read_parquet('{out}')").fetchone()[0]
     assert cos == pytest.approx(1.0, abs=1e-6)
-    first = con.execute(f"SELECT customer_id, embedding FROM read_parquet('{out}') ORDER BY customer_id LIMIT 1").fetchone()
-    assert first[0] == reference.customer_id.iloc[0]
-    np.testing.assert_allclose(np.array(first[1], dtype=np.float32), as_matrix(reference)[0], atol=1e-7)
+    # every vector, in full, as written
+    got = con.execute(f"SELECT customer_id, embedding FROM read_parquet('{out}') ORDER BY customer_id").fetchall()
+    expected = reference.sort_values("customer_id")
+    assert [r[0] for r in got] == expected.customer_id.tolist()
+    np.testing.assert_allclose(np.array([r[1] for r in got], dtype=np.float32), as_matrix(expected), atol=1e-7)
+    # DuckDB's array functions on the cast column agree with numpy
+    first, second = as_matrix(expected)[:2]
+    dot = con.execute(f"SELECT array_inner_product(a.embedding::FLOAT[{DIM}], b.embedding::FLOAT[{DIM}]) FROM "
+                      f"read_parquet('{out}') a, read_parquet('{out}') b WHERE a.customer_id = {got[0][0]} AND b.customer_id = {got[1][0]}"
+                      ).fetchone()[0]
+    assert dot == pytest.approx(float(first @ second), rel=1e-5, abs=1e-6)
 
 
 # ---- atomic writes -------------------------------------------------------------------------
@@ -341,8 +354,10 @@ def test_edge_case_customers(embedder, trained):
         got = embedder.embed(events, customer_ids=[long, one], cutoff=one_ts)
     assert one in got.attrs["customers_without_events"] and one not in got.customer_id.tolist()
     assert (long in got.customer_id.tolist()) == (hist.ts.iloc[0] < one_ts)
-    with pytest.raises(TypeError, match="strings but the events' ids are integers"):
-        embedder.embed(events, customer_ids=["a"], cutoff=as_of)
+    # ids of the other type are compared as text: "0<id>" is not the customer <id>
+    with pytest.warns(UserWarning, match="requested customer"):
+        got = embedder.embed(events, customer_ids=[str(long), f"0{one}"], cutoff=as_of)
+    assert got.customer_id.tolist() == [long] and got.attrs["customers_without_events"] == [f"0{one}"]
 
 
 @pytest.mark.parametrize("encoder", ["gru", "transformer"])

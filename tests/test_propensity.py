@@ -185,7 +185,10 @@ def test_align_labels_coerces_ids_and_reports_unknowns():
     labels = pd.DataFrame({"customer_id": ["10", "12", "99"], "buy": [1, 0, 1]})
     aligned, report = align_to_ids(ids, labels, "customer_id")
     assert np.array_equal(aligned["buy"].to_numpy(), [1.0, np.nan, 0.0, np.nan], equal_nan=True)
-    assert report["unmatched_rows"] == 1 and report["customers_without_row"] == 2 and "parsed as numbers" in report["id_coercion"]
+    assert report["unmatched_rows"] == 1 and report["customers_without_row"] == 2 and "compared as text" in report["id_coercion"]
+    # text is never parsed as a number: '010' is not the customer 10
+    aligned, _ = align_to_ids(ids, pd.DataFrame({"customer_id": ["010", "11"], "buy": [1, 0]}), "customer_id")
+    assert np.array_equal(aligned["buy"].to_numpy(), [np.nan, 0.0, np.nan, np.nan], equal_nan=True)
     with pytest.raises(ValueError, match="no labels id matches"):
         align_to_ids(ids, pd.DataFrame({"customer_id": ["C10", "C11"], "buy": [1, 0]}), "customer_id")
     with pytest.raises(ValueError, match="duplicate"):

@@ -15,7 +15,6 @@ import torch
 from eventseg.checkpoint import CheckpointError
 from eventseg.errors import RunError
 from eventseg.runs import RunLock, content_hash, mark_running, read_manifest, verify_files, write_manifest
-from eventseg.stages import Stage, StageRunner
 from eventseg.train import train
 from test_train import ROOT, compose_train, tiny_overrides
 
@@ -142,19 +141,6 @@ def test_new_out_dir_with_other_clustering_reuses_the_trained_model(finished_run
     assert "[train] reused the model trained in" in other.stdout
     assert content_hash(root / "other" / "checkpoints" / "best.ckpt") == content_hash(out / "checkpoints" / "best.ckpt")
     assert read_manifest(root / "other")["status"] == "complete"
-
-
-def test_stage_fingerprint_follows_content_not_timestamps(tmp_path):
-    src = tmp_path / "in.txt"
-    src.write_text("a")
-    calls = []
-    stage = Stage("s", lambda: calls.append(1), config={"k": 1}, inputs=[src], outputs=[tmp_path / "in.txt"])
-    runner = StageRunner(tmp_path, log=lambda m: None)
-    assert runner.run(stage) and not runner.run(stage)
-    os.utime(src, (1, 1))  # touched, same bytes: still up to date
-    assert not runner.run(stage)
-    src.write_text("b")  # new bytes: reruns
-    assert runner.run(stage) and len(calls) == 2
 
 
 # ---- checkpoints belong to their run ------------------------------------------------------

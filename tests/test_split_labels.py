@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,3 +69,27 @@ def test_features_never_see_post_cutoff_events(schema):
 def test_cutoff_before_all_events(schema):
     with pytest.raises(ValueError, match="no events before the cutoff"):
         build_labels(_toy(schema), schema, cutoff="2024-01-01")
+
+
+def test_cutoff_after_every_event_is_an_error(schema):
+    with pytest.raises(ValueError, match=r"no events after the cutoff.*last event is at 2025-03-15.*constant"):
+        build_labels(_toy(schema), schema, cutoff="2025-06-01")
+
+
+def test_empty_label_window_is_an_error(schema):
+    # events before 2025-02-05 and on 2025-03-15: nothing in [02-06, 03-08)
+    with pytest.raises(ValueError, match=r"no events in the label window.*constant"):
+        build_labels(_toy(schema), schema, cutoff="2025-02-06", horizon_days=30)
+
+
+def test_window_past_the_data_warns_with_the_last_event(schema):
+    with pytest.warns(UserWarning, match=r"events end at 2025-03-15.*labels see only 11\.0 of 30 days"):
+        labels = build_labels(_toy(schema), schema, cutoff="2025-03-04", horizon_days=30)
+    assert len(labels) == 4
+
+
+def test_window_covered_by_the_data_does_not_warn(schema):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_labels(_toy(schema), schema, cutoff="2025-02-01", horizon_days=30)
+        build_labels(_toy(schema), schema, cutoff="2025-02-14", horizon_days=30)  # last day of the window is the data's last day

@@ -1,5 +1,6 @@
 """Training: config composition, smoke runs per model, resume, self-contained checkpoints."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,13 +130,15 @@ def test_checkpoint_is_self_contained_in_a_fresh_process(tmp_path, tiny_events):
     with torch.no_grad():
         expected = result.model.encode(batch)
     torch.save({"batch": batch, "z": expected}, tmp_path / "probe.pt")
-    # a fresh interpreter, no config, no prepared data: only the checkpoint
-    (tmp_path / "run").rename(tmp_path / "gone")
+    # a fresh interpreter, no config, no prepared data, no run folder: only the checkpoint
+    alone = tmp_path / "model.ckpt"
+    shutil.copy(result.checkpoint, alone)
+    shutil.rmtree(tmp_path / "run")
     code = f"""
 import torch
 from eventseg.checkpoint import load_checkpoint
 probe = torch.load({str(tmp_path / 'probe.pt')!r}, weights_only=False)
-trained = load_checkpoint({str(result.checkpoint)!r})
+trained = load_checkpoint({str(alone)!r})
 assert trained.encoders.schema.categorical == ('event_type', 'category', 'channel')
 assert trained.max_len == 40
 with torch.no_grad():
@@ -182,14 +185,39 @@ def test_train_script_runs_from_the_command_line(tmp_path, tiny_events):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path, tiny_events):
     """trainer=ddp on CPU (gloo): two ranks each take half the batches."""
+    import json
+
+    import numpy as np
+
+    from eventseg.data.datamodule import BucketBatchSampler
+    from eventseg.data.split import TRAIN
+    from eventseg.data.store import SequenceStore
+
+    overrides = [*tiny_overrides(tmp_path, tiny_events), "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=1"]
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), *tiny_overrides(tmp_path, tiny_events),
-         "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=1"],
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *overrides],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "training summary" in out.stdout
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    assert list(tmp_path.rglob("last.ckpt")), "no last.ckpt written"
+
+    # the ranks split the epoch: rank 0 (which writes the metrics) took every other batch of
+    # the one shared batch order, so it ran half the steps and saw exactly those batches' events
+    cfg = compose_train(overrides)
+    run = Path(cfg.out_dir)
+    store = SequenceStore.load(run / "prepared" / "store")
+    train_idx = np.flatnonzero(np.load(run / "prepared" / "splits.npy") == TRAIN)
+    ranks = [BucketBatchSampler(train_idx, store.lengths, cfg.loader.batch_size, shuffle=True, seed=cfg.seed,
+                                pool_batches=cfg.loader.pool_batches, rank=r, world_size=2) for r in (0, 1)]
+    whole = BucketBatchSampler(train_idx, store.lengths, cfg.loader.batch_size, shuffle=True, seed=cfg.seed,
+                               pool_batches=cfg.loader.pool_batches)
+    rank0 = [b for b in ranks[0]]
+    assert len(rank0) == len(ranks[1]) == -(-len(whole) // 2) and len(whole) >= 4
+    metrics = json.loads((run / "train_metrics.json").read_text())
+    assert metrics["global_steps"] == len(rank0)  # not len(whole): each rank took only its share
+    assert metrics["events_trained"] == int(sum(store.lengths[i] for b in rank0 for i in b))
+    assert metrics["events_trained"] < 0.75 * int(store.lengths[train_idx].sum())
 
 
 @pytest.mark.gpu

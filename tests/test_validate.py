@@ -127,3 +127,38 @@ def test_unknown_policy(events, schema):
 def test_schema_rejects_column_in_two_roles():
     with pytest.raises(ValueError, match=r"\['amount'\] more than once"):
         EventSchema(categorical=("amount",), numeric=("amount",))
+
+
+def _with_offsets(events, offsets):
+    return events.assign(ts=events["ts"].dt.strftime("%Y-%m-%d %H:%M:%S") + offsets)
+
+
+@pytest.mark.parametrize("policy", ["fail", "drop"])
+def test_mixed_utc_offsets_are_one_clear_error(events, schema, policy):
+    offsets = np.where(np.arange(len(events)) < 5, "+02:00", "+01:00")
+    with pytest.raises(EventDataError, match=r"'ts': 5 row\(s\) with a different time zone.*example value '.*\+02:00' at row 0") as err:
+        validate_events(_with_offsets(events, offsets), schema, on_invalid=policy)
+    assert len(err.value.problems) == 1 and "on_invalid=drop" not in str(err.value)
+
+
+def test_times_with_and_without_offset_are_one_clear_error(events, schema):
+    offsets = np.where(np.arange(len(events)) == 3, "Z", "")
+    with pytest.raises(EventDataError, match=r"'ts': 1 row\(s\) with a different time zone.*no offset.*at row 3"):
+        validate_events(_with_offsets(events, offsets), schema, on_invalid="drop")
+
+
+def test_mixed_time_zones_in_timestamp_objects(events, schema):
+    zones = ["UTC" if i % 2 else "Europe/Paris" for i in range(len(events))]
+    objects = pd.Series([t.tz_localize(z) for t, z in zip(events["ts"], zones)], dtype=object)
+    with pytest.raises(EventDataError, match=r"'ts': 460 row\(s\) with a different time zone.*\+00:00") as err:
+        validate_events(events.assign(ts=objects), schema)
+    # the Paris rows span winter and summer: no single offset may be claimed for all of them
+    assert "460 at +01:00" not in str(err.value) and "460 at +02:00" not in str(err.value)
+
+
+def test_one_offset_keeps_the_wall_clock_and_bad_rows_stay_droppable(events, schema):
+    bad = _with_offsets(events, "+05:30")
+    bad.loc[4, "ts"] = "garbage"
+    clean, report = validate_events(bad, schema, on_invalid="drop")
+    assert report.dropped == {"bad_time": 1}
+    assert (clean["ts"] == events["ts"].drop(index=4).reset_index(drop=True)).all()

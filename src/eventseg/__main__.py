@@ -5,7 +5,7 @@ STAGES = [
     ("prepare", "scripts/prepare.py", "validate events, fit encoders, build the memory-mapped sequence store"),
     ("train", "scripts/train.py", "train the sequence autoencoder (Lightning + Hydra; trainer=gpu|ddp)"),
     ("embed", "scripts/embed.py", "one float32 vector per customer -> embeddings.parquet"),
-    ("cluster", "scripts/cluster.py", "HDBSCAN segments -> clusters.parquet, clusterer.pkl"),
+    ("cluster", "scripts/cluster.py", "HDBSCAN segments -> clusters.parquet, clusterer.npz"),
     ("pipeline", "scripts/pipeline.py", "all of the above + propensity, segments, report.html (skips up-to-date stages)"),
     ("score", "scripts/score.py", "segment and score new customers with a finished run, no retraining"),
     ("bench", "scripts/bench.py", "benchmarks: prepare | train | embed | cluster -> bench_results/*.json"),

@@ -21,19 +21,21 @@ Pipeline (one estimator-like object, BERTopic style, each step swappable by duck
   customers are placed in seconds plus one nearest-neighbour query each.
 
 Outputs of `write_cluster_outputs` (each atomic, each with a `<name>.json` sidecar):
-clusters.parquet, clusterer.pkl, cluster_metrics.json, cluster_sweep.csv.
+clusters.parquet, clusterer.npz, cluster_metrics.json, cluster_sweep.csv.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import io
+import json
 import os
-import pickle
 import shutil
 import tempfile
 import time
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,31 +46,33 @@ import pandas as pd
 
 from eventseg import __version__
 from eventseg.artifacts import atomic_path, file_hash, sidecar_path, write_json, write_sidecar
+from eventseg.errors import UserError
 
 log = logging.getLogger(__name__)
 
 FORMAT = "eventseg.cluster.SegmentClusterer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: pickle (no longer loaded); 2: NPZ arrays + JSON + skops
 REDUCERS = ("pca", "umap", "none")
 SELECTION_METHODS = ("eom", "leaf")
 DEFAULT_SWEEP_SHARES = (0.005, 0.01, 0.02, 0.04)
 DEFAULT_SWEEP_MIN_SAMPLES = (10, 25)
 CLUSTERS_FILE = "clusters.parquet"
-CLUSTERER_FILE = "clusterer.pkl"
+CLUSTERER_FILE = "clusterer.npz"
+LEGACY_CLUSTERER_FILE = "clusterer.pkl"  # the old pickle format: recognised, never loaded
 METRICS_FILE = "cluster_metrics.json"
 SWEEP_FILE = "cluster_sweep.csv"
 NOISE = -1
 
 
-class ClusterInputError(ValueError):
+class ClusterInputError(UserError):
     """The embeddings cannot be clustered as given (NaN, duplicate ids, too few customers, wrong dim)."""
 
 
-class ClusterConfigError(ValueError):
+class ClusterConfigError(UserError):
     """A clustering setting is invalid or needs an optional dependency."""
 
 
-class ClustererFileError(ValueError):
+class ClustererFileError(UserError):
     """A saved clusterer is missing, corrupt, or was written by another format/eventseg version."""
 
 
@@ -321,7 +325,7 @@ class SegmentClusterer:
     >>> sc = SegmentClusterer(n_segments=[4, 8]).fit(matrix, ids)
     >>> sc.assignments()                      # customer_id, cluster, membership_strength, outlier_score, is_noise
     >>> sc.metrics_["n_clusters"], sc.sweep_  # chosen setting and the sweep table
-    >>> sc.save("clusterer.pkl"); SegmentClusterer.load("clusterer.pkl").predict(new_matrix)
+    >>> sc.save("clusterer.npz"); SegmentClusterer.load("clusterer.npz").predict(new_matrix)
 
     After fit: labels_, membership_strength_, outlier_score_, is_noise_ (one per input row),
     ids_, fit_index_ (rows used to fit), min_cluster_size_, min_samples_, sweep_, metrics_.
@@ -876,39 +880,63 @@ class SegmentClusterer:
         }
 
     # ---- persistence ------------------------------------------------------------------
+    #
+    # One NPZ file (a zip of .npy arrays), read back with np.load(allow_pickle=False): nothing in
+    # it can run code when loaded. Members: "__header__" and "meta" (UTF-8 JSON as uint8 arrays),
+    # "scaler"/"reducer" (skops bytes, loaded against SKOPS_TRUSTED_TYPES only), the fitted HDBSCAN
+    # as plain arrays ("hdbscan.*") rebuilt into an hdbscan.HDBSCAN on load, "label_order", "relabel".
 
-    def _payload(self) -> dict:
-        return {
-            "params": {k: getattr(self, k) for k in _INIT_ARGS},
-            "scaler": self.scaler_, "reducer": self.reducer_, "hdbscan": self.hdbscan_,
-            "label_order": self.label_order_, "relabel": self._relabel, "embedding_dim": self.embedding_dim,
-            "min_cluster_size": self.min_cluster_size_, "min_samples": self.min_samples_,
-            "cluster_selection_method": self.cluster_selection_method_,
+    def _payload(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON metadata, named arrays) describing the fitted clusterer: no Python objects.
+        ClusterConfigError if a part cannot be stored in the safe format (UMAP, custom objects)."""
+        scaler_meta, scaler_bytes = _transform_state(self.scaler_, "scaler", self.scaler)
+        reducer_meta, reducer_bytes = _transform_state(self.reducer_, "reducer", self.reducer)
+        hdb_meta, hdb_arrays = _hdbscan_state(self.hdbscan_)
+        params = {}
+        for k in _INIT_ARGS:
+            v = getattr(self, k)
+            if k in ("reducer", "scaler") and not (v is None or isinstance(v, str)):
+                v = {"object": type(v).__name__}  # restored on load from the fitted (saved) object
+            params[k] = list(v) if isinstance(v, tuple) else v
+        meta = {
+            "params": params,
+            "scaler": scaler_meta, "reducer": reducer_meta, "hdbscan": hdb_meta,
+            "embedding_dim": int(self.embedding_dim),
+            "min_cluster_size": int(self.min_cluster_size_), "min_samples": int(self.min_samples_),
+            "cluster_selection_method": str(self.cluster_selection_method_),
             "metrics": {k: v for k, v in getattr(self, "metrics_", {}).items() if k not in ("sweep",)},
         }
+        arrays = {"label_order": np.asarray(self.label_order_, dtype=np.int64),
+                  "relabel": np.asarray(self._relabel, dtype=np.int64), **hdb_arrays}
+        if scaler_bytes is not None:
+            arrays["scaler"] = np.frombuffer(scaler_bytes, dtype=np.uint8)
+        if reducer_bytes is not None:
+            arrays["reducer"] = np.frombuffer(reducer_bytes, dtype=np.uint8)
+        try:
+            _json_bytes(params, strict=True)
+        except (TypeError, ValueError) as err:
+            raise ClusterConfigError(f"the clusterer settings cannot be saved as JSON ({err}); use plain values "
+                                     "(numbers, strings, lists) for umap_kwargs and the other settings") from None
+        return meta, arrays
 
     def save(self, path: str | os.PathLike, **sidecar_fields: Any) -> Path:
-        """Write scaler + reducer + HDBSCAN (with prediction data) to one file, atomically, plus a sidecar.
+        """Write scaler + reducer + HDBSCAN (with everything prediction needs) to one file,
+        atomically, plus a `<name>.json` sidecar.
 
-        The file starts with a small header (format, format version, eventseg/hdbscan/sklearn
-        versions) so load() can refuse a mismatch before unpickling the model.
+        The file is an NPZ archive of plain arrays and JSON (see `load`): no pickle, so loading
+        a file can never run code. It starts with a small header (format, format version,
+        eventseg/hdbscan/sklearn/numpy versions) that load() checks before reading anything else.
         """
         self._check_fitted()
         path = Path(path)
-        payload = self._payload()
-        hdb = payload["hdbscan"]
-        saved_memory = hdb.memory
-        hdb.memory = None
-        try:
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    pickle.dump(_header(), f, protocol=pickle.HIGHEST_PROTOCOL)
-                    pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-                stale = sidecar_path(path)
-                if stale.exists():
-                    stale.unlink()
-        finally:
-            hdb.memory = saved_memory
+        meta, arrays = self._payload()  # before writing anything: an unsaveable clusterer leaves no file
+        members = {HEADER_KEY: _json_bytes(_header()), "meta": _json_bytes(meta), **arrays}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+                np.savez(f, **members)
+            stale = sidecar_path(path)
+            if stale.exists():
+                stale.unlink()
         facts = {"format": FORMAT, "format_version": FORMAT_VERSION, "n_clusters": self.n_clusters_,
                  "embedding_dim": int(self.embedding_dim), "min_cluster_size": self.min_cluster_size_,
                  "min_samples": self.min_samples_, "cluster_selection_method": self.cluster_selection_method_}
@@ -917,15 +945,40 @@ class SegmentClusterer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SegmentClusterer":
-        """Load a clusterer written by save(); refuse one from another format or eventseg version."""
+        """Load a clusterer written by save(); refuse one from another format or eventseg version.
+
+        Never runs code from the file: arrays are read with np.load(allow_pickle=False), the scaler
+        and PCA with skops against an explicit list of types (SKOPS_TRUSTED_TYPES), checked with
+        skops.io.get_untrusted_types first. Anything else is refused with ClustererFileError.
+        """
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"clusterer not found: {path} (run scripts/cluster.py to create it)")
+            legacy = path.with_name(LEGACY_CLUSTERER_FILE)
+            hint = (f"; {legacy} is an old pickle clusterer, which this eventseg no longer loads (unpickling can "
+                    "run code): re-run cluster (python scripts/cluster.py embeddings=...) to write the new format"
+                    if path.name == CLUSTERER_FILE and legacy.exists() else " (run scripts/cluster.py to create it)")
+            raise FileNotFoundError(f"clusterer not found: {path}{hint}")
+        if path.is_dir():
+            raise ClustererFileError(f"{path} is a directory, not a saved eventseg clusterer")
         with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic[:1] == b"\x80":
+            raise ClustererFileError(
+                f"{path} is a pickle (an eventseg clusterer from before format {FORMAT_VERSION}, or something else): "
+                "it is not loaded, because unpickling a file can run arbitrary code. Re-run cluster "
+                "(python scripts/cluster.py embeddings=...) to write the safe format.")
+        if magic != b"PK\x03\x04":
+            raise ClustererFileError(f"{path} is not a saved eventseg clusterer (not an NPZ archive)")
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except Exception as err:
+            raise ClustererFileError(f"{path} is not a saved eventseg clusterer, or is truncated "
+                                     f"({type(err).__name__}: {err}); re-run cluster") from None
+        with npz:
             try:
-                header = pickle.load(f)
-            except Exception as err:
-                raise ClustererFileError(f"{path} is not a saved eventseg clusterer ({type(err).__name__}: {err})") from None
+                header = _read_json(npz, HEADER_KEY)
+            except Exception:
+                header = None
             if not isinstance(header, dict) or header.get("format") != FORMAT:
                 raise ClustererFileError(f"{path} is not a saved eventseg clusterer (no {FORMAT} header)")
             fv, ev = header.get("format_version"), header.get("eventseg_version")
@@ -938,19 +991,57 @@ class SegmentClusterer:
                     warnings.warn(f"{path} was saved with {lib} {header[lib]}, this environment has {now}; "
                                   "if loading or predictions fail, re-run cluster", stacklevel=2)
             try:
-                payload = pickle.load(f)
-            except Exception as err:
-                raise ClustererFileError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}); re-run cluster") from None
-        params = dict(payload["params"])
+                meta = _read_json(npz, "meta")
+                arrays = {k: npz[k] for k in npz.files if k not in (HEADER_KEY, "meta")}
+            except Exception as err:  # a bad member: zip CRC, short read, an object (pickled) array
+                raise ClustererFileError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}); "
+                                         "re-run cluster") from None
+        try:
+            return cls._from_payload(meta, arrays, path)
+        except ClustererFileError:
+            raise
+        except Exception as err:
+            raise ClustererFileError(f"{path} is corrupt: its contents do not describe a fitted clusterer "
+                                     f"({type(err).__name__}: {err}); re-run cluster") from None
+
+    @classmethod
+    def _from_payload(cls, meta: dict, arrays: dict[str, np.ndarray], path: Path) -> "SegmentClusterer":
+        if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict):
+            raise ClustererFileError(f"{path} is corrupt: no clusterer settings")
+        params = dict(meta["params"])
+        objects = {k: params.pop(k) for k in ("reducer", "scaler") if isinstance(params.get(k), dict)}
         self = cls.__new__(cls)
         cls.__init__(self, **{k: v for k, v in params.items() if k in _INIT_ARGS})
-        self.scaler_, self.reducer_, self.hdbscan_ = payload["scaler"], payload["reducer"], payload["hdbscan"]
-        self.label_order_, self._relabel = payload["label_order"], payload["relabel"]
-        self.embedding_dim = payload["embedding_dim"]
-        self.min_cluster_size_, self.min_samples_ = payload["min_cluster_size"], payload["min_samples"]
-        self.cluster_selection_method_ = payload["cluster_selection_method"]
-        self.saved_metrics_ = payload.get("metrics", {})
-        self._placer = None
+        what = str(path)
+        self.scaler_ = _load_transform(meta.get("scaler"), arrays.get("scaler"), "scaler", what)
+        self.reducer_ = _load_transform(meta.get("reducer"), arrays.get("reducer"), "reducer", what)
+        for k in objects:  # a custom (allowlisted) object was passed: an unfitted copy of the saved one
+            from sklearn.base import clone
+
+            setattr(self, k, clone(getattr(self, k + "_")))
+        self.hdbscan_ = _rebuild_hdbscan(meta["hdbscan"], arrays, what)
+        n_fit = len(self.hdbscan_.labels_)
+        k = int(self.hdbscan_.labels_.max()) + 1 if n_fit else 0
+        order = _int_array(arrays, "label_order", what, shape=(k,))
+        if not np.array_equal(np.sort(order), np.arange(k)):
+            raise ClustererFileError(f"{what} is corrupt: label_order is not a permutation of the {k} clusters")
+        relabel = np.full(k + 1, NOISE, dtype=np.int64)
+        relabel[order + 1] = np.arange(k)
+        if not np.array_equal(_int_array(arrays, "relabel", what, shape=(k + 1,)), relabel):
+            raise ClustererFileError(f"{what} is corrupt: relabel does not match label_order")
+        self.label_order_, self._relabel = order, relabel
+        self.embedding_dim = int(meta["embedding_dim"])
+        if self.embedding_dim < 1:
+            raise ClustererFileError(f"{what} is corrupt: embedding_dim={self.embedding_dim}")
+        self.min_cluster_size_, self.min_samples_ = int(meta["min_cluster_size"]), int(meta["min_samples"])
+        self.cluster_selection_method_ = str(meta["cluster_selection_method"])
+        self.saved_metrics_ = meta.get("metrics") or {}
+        # built now, so a file whose trees do not fit together is refused here, not at the first predict
+        self._placer = _Placer(self.hdbscan_, self.n_jobs)
+        probe = self.transform(np.zeros((1, self.embedding_dim), dtype=np.float32))
+        if probe.shape != (1, self.hdbscan_._raw_data.shape[1]):
+            raise ClustererFileError(f"{what} is corrupt: the reducer gives {probe.shape[1]} dimensions, the "
+                                     f"HDBSCAN model was fitted on {self.hdbscan_._raw_data.shape[1]}")
         return self
 
 
@@ -966,12 +1057,387 @@ def _lib_versions() -> dict:
     import hdbscan
     import sklearn
 
-    return {"hdbscan_version": getattr(hdbscan, "__version__", None), "sklearn_version": sklearn.__version__,
+    return {"hdbscan_version": _hdbscan_version(hdbscan), "sklearn_version": sklearn.__version__,
             "numpy_version": np.__version__}
+
+
+def _hdbscan_version(hdbscan) -> str | None:
+    version = getattr(hdbscan, "__version__", None)
+    if version is None:
+        try:
+            from importlib.metadata import version as dist_version
+
+            version = dist_version("hdbscan")
+        except Exception:  # pragma: no cover - not installed as a distribution
+            version = None
+    return version
 
 
 def _header() -> dict:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "eventseg_version": __version__, **_lib_versions()}
+
+
+# ---- safe persistence helpers: nothing saved by eventseg may run code when loaded -------------
+
+HEADER_KEY = "__header__"
+
+# builtin containers/values and numpy data types: data only, nothing callable
+SKOPS_DATA_TYPES = (
+    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int", "builtins.float",
+    "builtins.bool", "builtins.NoneType",
+    "numpy.ndarray", "numpy.dtype", "numpy.bool", "numpy.bool_",
+    "numpy.int8", "numpy.int16", "numpy.int32", "numpy.int64",
+    "numpy.uint8", "numpy.uint16", "numpy.uint32", "numpy.uint64",
+    "numpy.float16", "numpy.float32", "numpy.float64",
+)
+# the clusterer's fitted scaler and reducer: exactly these types (and the data types above)
+SCALER_REDUCER_TYPES = (
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.decomposition._pca.PCA",
+)
+SKOPS_TRUSTED_TYPES = SKOPS_DATA_TYPES + SCALER_REDUCER_TYPES
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    return str(o)
+
+
+def _json_bytes(obj, strict: bool = False) -> np.ndarray:
+    """obj as UTF-8 JSON in a uint8 array (an NPZ member). strict: TypeError on non-JSON values."""
+    text = json.dumps(obj, sort_keys=True) if strict else json.dumps(obj, sort_keys=True, default=_json_default)
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def _read_json(npz, key: str):
+    a = npz[key]
+    if a.dtype != np.uint8 or a.ndim != 1:
+        raise ValueError(f"member {key!r} is not JSON bytes")
+    return json.loads(a.tobytes().decode("utf-8"))
+
+
+def skops_type_names(data: bytes) -> set[str]:
+    """Every type a skops dump names ("module.Class"), read from its schema.json without
+    importing or constructing anything. Stricter than skops.io.get_untrusted_types, which
+    does not report the types skops trusts by default (every scikit-learn estimator, ...)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        schema = json.loads(z.read("schema.json"))
+    names: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__class__" in node or "__module__" in node:
+                names.add(f"{node.get('__module__')}.{node.get('__class__')}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return names
+
+
+def skops_disallowed_types(data: bytes, allowed: Sequence[str]) -> list[str]:
+    """Types named in a skops dump that are not in `allowed`: those skops itself does not trust
+    (skops.io.get_untrusted_types) and any other type the file names."""
+    import skops.io as sio
+
+    untrusted = set(sio.get_untrusted_types(data=data))
+    return sorted((untrusted | skops_type_names(data)) - set(allowed))
+
+
+def skops_dumps_checked(obj, allowed: Sequence[str], what: str, error: type[Exception], remedy: str) -> bytes:
+    """skops bytes for obj, or `error` if load would refuse them (a type outside `allowed`)."""
+    import skops.io as sio
+
+    try:
+        data = sio.dumps(obj)
+    except Exception as err:
+        raise error(f"{what} ({type(obj).__name__}) cannot be saved in the safe skops format "
+                    f"({type(err).__name__}: {err}). {remedy}") from None
+    bad = skops_disallowed_types(data, allowed)
+    if bad:
+        raise error(f"{what} ({type(obj).__name__}) holds types that eventseg does not load: {bad}. Saved models "
+                    f"are never pickled (loading a pickle can run code). {remedy}")
+    return data
+
+
+def skops_loads_checked(data: bytes, allowed: Sequence[str], what: str, error: type[Exception], remedy: str):
+    """Load skops bytes only if every type they name is in `allowed` (checked before anything
+    is imported or constructed); `error` with a clear message otherwise. Never trusted=True."""
+    import skops.io as sio
+
+    try:
+        bad = skops_disallowed_types(data, allowed)
+    except Exception as err:
+        raise error(f"{what} is truncated or corrupt: not a skops archive ({type(err).__name__}: {err}). "
+                    f"{remedy}") from None
+    if bad:
+        raise error(f"{what} names types that eventseg never loads: {bad} (allowed: scikit-learn models it saves "
+                    f"itself and plain data). Loading it could run code, so it was not loaded. If you did not "
+                    f"write this file, do not use it. {remedy}")
+    try:
+        obj = sio.loads(data, trusted=list(allowed))
+    except Exception as err:
+        raise error(f"{what} is truncated or corrupt ({type(err).__name__}: {err}). {remedy}") from None
+    _check_hgb_predictors(obj, what, error, remedy)
+    return obj
+
+
+def _check_hgb_predictors(obj, what: str, error: type[Exception], remedy: str) -> None:
+    """Histogram gradient boosting trees are walked by compiled code without bounds checks (the
+    reason skops does not trust TreePredictor by default): check that every node points inside
+    its tree, to a later node (so a walk ends), and at a real feature; no categorical splits."""
+    items = list(obj.values()) if isinstance(obj, dict) else list(obj) if isinstance(obj, (list, tuple)) else [obj]
+    for est in items:
+        predictors = getattr(est, "_predictors", None)
+        if predictors is None:
+            continue
+        from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+        from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+
+        def bad(msg):
+            return error(f"{what} is corrupt or crafted: a {type(est).__name__} {msg}. {remedy}")
+
+        n_features = getattr(est, "n_features_in_", None)
+        if not isinstance(n_features, (int, np.integer)) or n_features < 1:
+            raise bad("has no valid n_features_in_")
+        if getattr(est, "_in_fit", False):
+            raise bad("is marked as being fitted")
+        categorical = getattr(est, "is_categorical_", None)
+        if (categorical is not None and np.any(categorical)) or getattr(est, "_preprocessor", None) is not None:
+            raise bad("uses categorical features (not used by eventseg)")
+        mapper = getattr(est, "_bin_mapper", None)
+        if mapper is None or np.any(np.asarray(mapper.is_categorical_)) or np.size(mapper.is_categorical_) != n_features:
+            raise bad("has an invalid bin mapper")
+        if not isinstance(predictors, list) or not all(isinstance(it, list) for it in predictors):
+            raise bad("has an invalid list of trees")
+        for it in predictors:
+            if len(it) != getattr(est, "n_trees_per_iteration_", -1):
+                raise bad("has the wrong number of trees per iteration")
+            for p in it:
+                if type(p) is not TreePredictor:
+                    raise bad("has a tree of the wrong type")
+                nodes = p.nodes
+                if (not isinstance(nodes, np.ndarray) or nodes.dtype != PREDICTOR_RECORD_DTYPE or nodes.ndim != 1
+                        or len(nodes) == 0 or not nodes.flags.c_contiguous):
+                    raise bad("has a tree whose nodes are not a node table")
+                n = len(nodes)
+                inner = nodes["is_leaf"] == 0
+                idx = np.arange(n)[inner]
+                left, right = nodes["left"][inner].astype(np.int64), nodes["right"][inner].astype(np.int64)
+                feat = nodes["feature_idx"][inner].astype(np.int64)
+                if (np.any(nodes["is_categorical"] != 0) or np.any(left <= idx) or np.any(left >= n)
+                        or np.any(right <= idx) or np.any(right >= n) or np.any(feat < 0) or np.any(feat >= n_features)):
+                    raise bad("has a tree with out-of-range node links or features")
+
+
+_UMAP_MESSAGE = (
+    "a clusterer with reducer='umap' cannot be saved: a fitted UMAP model can only be stored with pickle "
+    "(numba functions, a pynndescent index), and eventseg never writes or loads pickle because loading one can "
+    "run arbitrary code. Use reducer='pca' (the default) or reducer='none' for a clusterer you want to save and "
+    "reuse with SegmentClusterer.load().")
+
+
+def _transform_state(obj, name: str, setting) -> tuple[dict, bytes | None]:
+    """(JSON description, skops bytes or None) of a fitted scaler/reducer, or ClusterConfigError."""
+    if isinstance(obj, _Identity):
+        return {"kind": "identity"}, None
+    if setting == "umap" or type(obj).__module__.split(".")[0] == "umap":
+        raise ClusterConfigError(_UMAP_MESSAGE)
+    type_name = f"{type(obj).__module__}.{type(obj).__name__}"
+    remedy = (f"Only StandardScaler, PCA and 'none' are saved (scaler='standard'|'none', reducer='pca'|'none'); "
+              f"a custom {name} object can be fitted and used in memory, but not saved.")
+    if type_name not in SCALER_REDUCER_TYPES:
+        raise ClusterConfigError(f"the fitted {name} ({type_name}) cannot be saved safely. {remedy}")
+    data = skops_dumps_checked(obj, SKOPS_TRUSTED_TYPES, f"the fitted {name}", ClusterConfigError, remedy)
+    return {"kind": "skops", "type": type_name}, data
+
+
+def _load_transform(meta, data: np.ndarray | None, name: str, what: str):
+    remedy = "Re-run cluster (python scripts/cluster.py embeddings=...) to write a new clusterer."
+    if not isinstance(meta, dict):
+        raise ClustererFileError(f"{what} is corrupt: no {name} description")
+    if meta.get("kind") == "identity":
+        return _Identity()
+    if meta.get("kind") != "skops" or data is None or data.dtype != np.uint8 or data.ndim != 1:
+        raise ClustererFileError(f"{what} is corrupt: the {name} is missing or of an unknown kind")
+    obj = skops_loads_checked(data.tobytes(), SKOPS_TRUSTED_TYPES, f"{what} ({name})", ClustererFileError, remedy)
+    type_name = f"{type(obj).__module__}.{type(obj).__name__}"
+    if type_name not in SCALER_REDUCER_TYPES:
+        raise ClustererFileError(f"{what} is corrupt: the {name} is a {type_name}, not one of {SCALER_REDUCER_TYPES}")
+    return obj
+
+
+# the fitted HDBSCAN as arrays: (attribute, member name, required)
+_HDBSCAN_ARRAYS = (
+    ("_condensed_tree", "hdbscan.condensed_tree", True),
+    ("_single_linkage_tree", "hdbscan.single_linkage_tree", True),
+    ("_min_spanning_tree", "hdbscan.min_spanning_tree", False),
+    ("_raw_data", "hdbscan.raw_data", True),
+    ("labels_", "hdbscan.labels", True),
+    ("probabilities_", "hdbscan.probabilities", True),
+    ("cluster_persistence_", "hdbscan.cluster_persistence", True),
+    ("_outlier_scores", "hdbscan.outlier_scores", False),
+    ("_prediction_data.core_distances", "hdbscan.core_distances", True),
+)
+_CONDENSED_FIELDS = ("parent", "child", "lambda_val", "child_size")
+
+
+def _hdbscan_state(hdb) -> tuple[dict, dict[str, np.ndarray]]:
+    """JSON parameters and plain arrays of a fitted hdbscan.HDBSCAN (its prediction data is
+    derived from these on load, exactly as fit derives it)."""
+    params = {k: v for k, v in hdb.get_params().items() if k != "memory"}
+    meta = {"params": params, "metric_kwargs": dict(hdb._metric_kwargs), "all_finite": bool(hdb._all_finite),
+            "relative_validity": None if hdb._relative_validity is None else float(hdb._relative_validity)}
+    try:
+        _json_bytes(meta, strict=True)
+    except (TypeError, ValueError) as err:
+        raise ClusterConfigError(f"the HDBSCAN settings cannot be saved as JSON ({err})") from None
+    if not meta["all_finite"]:  # pragma: no cover - check_embeddings refuses non-finite embeddings
+        raise ClusterConfigError("an HDBSCAN model fitted on non-finite data cannot be saved")
+    if hdb._outlier_scores is None:
+        hdb.outlier_scores_  # noqa: B018 - computes and caches them from the condensed tree
+    arrays = {}
+    for attr, key, required in _HDBSCAN_ARRAYS:
+        value = hdb
+        for part in attr.split("."):
+            value = getattr(value, part, None)
+        if value is None:
+            if required:
+                raise ClusterConfigError(f"the HDBSCAN model has no {attr}: is it fitted?")
+            continue
+        arrays[key] = np.asarray(value)
+    return meta, arrays
+
+
+def _int_array(arrays, key: str, what: str, shape: tuple) -> np.ndarray:
+    a = arrays.get(key)
+    if a is None or a.dtype.kind not in "iu" or a.shape != shape:
+        raise ClustererFileError(f"{what} is corrupt: {key} is missing or malformed (expected integers of shape {shape})")
+    return a.astype(np.int64)
+
+
+def _float_array(arrays, key: str, what: str, shape: tuple) -> np.ndarray:
+    a = arrays.get(key)
+    if a is None or a.dtype.kind != "f" or a.shape != shape:
+        raise ClustererFileError(f"{what} is corrupt: {key} is missing or malformed (expected floats of shape {shape})")
+    return a
+
+
+def _rebuild_hdbscan(meta: dict, arrays: dict[str, np.ndarray], what: str):
+    """An hdbscan.HDBSCAN in the state fit leaves it in (private attributes set from the saved
+    arrays, prediction data regenerated), after checking the arrays fit together."""
+    import hdbscan
+
+    if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict):
+        raise ClustererFileError(f"{what} is corrupt: no HDBSCAN settings")
+    params = dict(meta["params"])
+    known = set(hdbscan.HDBSCAN().get_params()) - {"memory"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ClustererFileError(f"{what} has HDBSCAN settings {unknown} that this hdbscan does not know; re-run cluster")
+    metric_kwargs = meta.get("metric_kwargs") or {}
+    if not isinstance(metric_kwargs, dict) or not all(
+            isinstance(v, (int, float, str, bool, type(None))) for v in metric_kwargs.values()):
+        raise ClustererFileError(f"{what} is corrupt: invalid HDBSCAN metric arguments")
+    if params.get("metric") != "euclidean":
+        raise ClustererFileError(f"{what}: HDBSCAN metric {params.get('metric')!r} is not one eventseg fits")
+
+    raw = arrays.get("hdbscan.raw_data")
+    if (raw is None or raw.dtype != np.float64 or raw.ndim != 2 or raw.shape[0] < 2 or raw.shape[1] < 1
+            or not np.isfinite(raw).all()):
+        raise ClustererFileError(f"{what} is corrupt: hdbscan.raw_data is not a finite [points, dims] matrix")
+    n = raw.shape[0]
+    labels = _int_array(arrays, "hdbscan.labels", what, (n,))
+    k = int(labels.max()) + 1
+    if labels.min() < NOISE:
+        raise ClustererFileError(f"{what} is corrupt: hdbscan.labels below -1")
+    ct = arrays.get("hdbscan.condensed_tree")
+    if ct is None or ct.ndim != 1 or ct.dtype.names != _CONDENSED_FIELDS or len(ct) == 0:
+        raise ClustererFileError(f"{what} is corrupt: hdbscan.condensed_tree is missing or malformed")
+    if any(ct.dtype[f].kind not in "iu" for f in ("parent", "child", "child_size")) or ct.dtype["lambda_val"].kind != "f":
+        raise ClustererFileError(f"{what} is corrupt: hdbscan.condensed_tree has the wrong field types")
+    # a real tree over the n points: hdbscan's compiled prediction code indexes with these ids
+    # unchecked (boundscheck=False) and walks parent links until the root
+    parent, child = ct["parent"].astype(np.int64), ct["child"].astype(np.int64)
+    top = n + len(ct)  # no node id can reach this
+    is_point = child < n
+    cluster_child = child[~is_point]
+    if (parent.min() != n or parent.max() >= top or child.min() < 0 or child.max() >= top
+            or not np.array_equal(ct["child_size"] == 1, is_point) or np.any(ct["child_size"] < 1)
+            or np.any(np.isnan(ct["lambda_val"]))
+            or not np.array_equal(np.bincount(child[is_point], minlength=n), np.ones(n, dtype=np.int64))
+            or np.any(cluster_child <= parent[~is_point]) or len(np.unique(cluster_child)) != len(cluster_child)
+            or not np.isin(np.unique(parent[parent != n]), cluster_child).all()):
+        raise ClustererFileError(f"{what} is corrupt: hdbscan.condensed_tree is not a tree over {n} points")
+    slt = _float_array(arrays, "hdbscan.single_linkage_tree", what, (n - 1, 4))
+    probabilities = _float_array(arrays, "hdbscan.probabilities", what, (n,))
+    persistence = _float_array(arrays, "hdbscan.cluster_persistence", what, (k,))
+    mst = arrays.get("hdbscan.min_spanning_tree")
+    if mst is not None:
+        mst = _float_array(arrays, "hdbscan.min_spanning_tree", what, (n - 1, 3))
+    scores = arrays.get("hdbscan.outlier_scores")
+    if scores is not None:
+        scores = _float_array(arrays, "hdbscan.outlier_scores", what, (n,))
+    core = _float_array(arrays, "hdbscan.core_distances", what, (n,))
+    if not (np.isfinite(core).all() and (core >= 0).all()):
+        raise ClustererFileError(f"{what} is corrupt: hdbscan.core_distances are not finite distances")
+    rv = meta.get("relative_validity")
+
+    hdb = hdbscan.HDBSCAN(**params, **metric_kwargs)
+    hdb.memory = None  # as fit leaves it: the fit-time cache is gone
+    hdb._condensed_tree, hdb._single_linkage_tree, hdb._min_spanning_tree = ct, slt, mst
+    hdb._raw_data, hdb._all_finite = raw, True
+    hdb.labels_, hdb.probabilities_, hdb.cluster_persistence_ = labels, probabilities, persistence
+    hdb._outlier_scores = scores
+    hdb._relative_validity = None if rv is None else float(rv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _prediction_data(hdb, core)
+    if hdb._prediction_data is None:
+        raise ClustererFileError(f"{what}: the HDBSCAN prediction data could not be rebuilt")
+    return hdb
+
+
+class _SavedCoreDistances:
+    """Stands in for the KD-tree while hdbscan's PredictionData is built: its one query (the
+    core distance of every fit point, the slow part: seconds for 50k points) is answered with
+    the saved values, which are that query's result at fit time."""
+
+    def __init__(self, core: np.ndarray):
+        self.core = core
+
+    def query(self, X, k):
+        d = np.empty((len(X), k))
+        d[:, -1] = self.core
+        return d, None
+
+
+def _prediction_data(hdb, core: np.ndarray) -> None:
+    """hdb.generate_prediction_data(), reusing the saved core distances. Everything else
+    (cluster map, cluster tree, max lambdas, exemplars, the KD-tree) is derived by hdbscan
+    itself; if its internals differ from what this expects, the full generation runs instead."""
+    from hdbscan.prediction import PredictionData
+
+    try:
+        tree_type = PredictionData._tree_type_map["kdtree"]  # the class generate_prediction_data uses
+        if hdb.metric != "euclidean":
+            raise ValueError(hdb.metric)
+        pdata = PredictionData.__new__(PredictionData)
+        pdata._tree_type_map = {"kdtree": lambda data, metric, **kw: _SavedCoreDistances(core)}
+        PredictionData.__init__(pdata, hdb._raw_data, hdb.condensed_tree_, hdb.min_samples or hdb.min_cluster_size,
+                                tree_type="kdtree", metric=hdb.metric, **hdb._metric_kwargs)
+        del pdata._tree_type_map
+        pdata.tree = tree_type(pdata.raw_data, metric=hdb.metric, **hdb._metric_kwargs)
+        if not np.array_equal(pdata.core_distances, core):
+            raise ValueError("core distances")
+        hdb._prediction_data = pdata
+    except Exception:  # pragma: no cover - another hdbscan version
+        hdb.generate_prediction_data()
 
 
 def _r(x, digits: int = 6):
@@ -1019,7 +1485,7 @@ def _plain(cfg) -> dict:
 
 def write_cluster_outputs(clusterer: SegmentClusterer, out_dir: str | os.PathLike, *, id_col: str = "customer_id",
                           **provenance: Any) -> dict[str, str]:
-    """clusterer.pkl, clusters.parquet, cluster_metrics.json, cluster_sweep.csv under out_dir, each
+    """clusterer.npz, clusters.parquet, cluster_metrics.json, cluster_sweep.csv under out_dir, each
     written atomically (temporary name, then rename) with a `<name>.json` sidecar."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

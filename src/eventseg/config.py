@@ -57,3 +57,18 @@ def check_accelerator(accelerator: str) -> None:
             raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible to torch "
                               f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}): "
                               "use trainer=default (CPU), or install a CUDA build of torch (TORCH_SPEC=... make setup)")
+
+
+def check_cutoff(cutoff) -> None:
+    """A cutoff must be one wall-clock time: events are compared on their local clock."""
+    if cutoff is None:
+        return
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(str(cutoff))
+    except (ValueError, TypeError):
+        raise ConfigError(f"data.cutoff={cutoff!r} is not a date or time: use ISO form, e.g. data.cutoff=2017-10-01") from None
+    if stamp.tzinfo is not None:
+        raise ConfigError(f"data.cutoff={cutoff} has a time zone: events are compared on their local wall-clock time, "
+                          f"so give the cutoff without one, e.g. data.cutoff={stamp.tz_localize(None).isoformat()}")

@@ -291,14 +291,8 @@ def select_customers(store: SequenceStore, customer_ids=None) -> tuple[np.ndarra
         return None, np.array([], dtype=store.customer_ids.dtype)
     wanted = pd.Index(pd.unique(np.asarray(customer_ids)))
     have = pd.Index(np.asarray(store.customer_ids))
-    if len(wanted) and len(have):
-        wanted_is_int = pd.api.types.is_integer_dtype(wanted.dtype)
-        have_is_int = pd.api.types.is_integer_dtype(have.dtype)
-        if wanted_is_int != have_is_int:
-            raise TypeError(
-                f"customer_ids are {'integers' if wanted_is_int else 'strings'} but the events' ids are "
-                f"{'integers' if have_is_int else 'strings'}: convert one to the other's type"
-            )
+    if pd.api.types.is_integer_dtype(wanted.dtype) != pd.api.types.is_integer_dtype(have.dtype):
+        wanted, have = wanted.astype(str), have.astype(str)  # as text: '0123' stays apart from 123
     pos = have.get_indexer(wanted)
     return pos[pos >= 0].astype(np.int64), np.asarray(wanted[pos < 0])
 

@@ -26,6 +26,8 @@ NS_PER_DAY = 24 * NS_PER_HOUR
 DAYPARTS = ("night", "morning", "afternoon", "evening")  # [0, 6), [6, 12), [12, 18), [18, 24) h
 OTHER = "__other__"
 RFM_COLUMNS = ("recency", "frequency", "monetary", "tenure")
+AGGREGATES_FILE = "aggregates.parquet"
+AGGREGATES_BUILDER_FILE = "aggregates.json"
 
 
 @dataclass
@@ -262,10 +264,40 @@ def rfm_features(events: pd.DataFrame, schema: EventSchema, as_of=None) -> pd.Da
     Monetary is the sum of the first numeric field (0 when the schema has none).
     """
     h = _histories(events, schema, as_of)
-    core = _core(h)
-    monetary = _numeric(h, schema.numeric[0])[f"{schema.numeric[0]}_sum"] if schema.numeric else np.zeros(h.n)
-    return pd.DataFrame(
-        {"recency": core["recency_days"], "frequency": core["n_events"], "monetary": monetary, "tenure": core["tenure_days"]},
-        index=pd.Index(h.ids, name=schema.id_col),
-    )
+    columns = _core(h)
+    if schema.numeric:
+        columns.update(_numeric(h, schema.numeric[0]))
+    return rfm_from_aggregates(pd.DataFrame(columns, index=pd.Index(h.ids, name=schema.id_col)), schema)
 
+
+def rfm_from_aggregates(aggregates: pd.DataFrame, schema: EventSchema) -> pd.DataFrame:
+    """The classic four read off an aggregate table, so a run's RFM baseline and its aggregate
+    features are one computation: recency, frequency, monetary (0 without a numeric field), tenure."""
+    money = f"{schema.numeric[0]}_sum" if schema.numeric else None
+    return pd.DataFrame({
+        "recency": aggregates["recency_days"], "frequency": aggregates["n_events"],
+        "monetary": aggregates[money] if money else 0.0, "tenure": aggregates["tenure_days"],
+    }, index=aggregates.index)
+
+
+
+def write_aggregates(builder: AggregateFeatureBuilder, table: pd.DataFrame, out_dir) -> None:
+    """A run's aggregate table (`customer_id` + one column per feature) and its fitted builder."""
+    from pathlib import Path
+
+    from eventseg.artifacts import write_json, write_parquet
+
+    out_dir = Path(out_dir)
+    write_parquet(table.rename_axis("customer_id").reset_index(), out_dir / AGGREGATES_FILE)
+    write_json(builder.to_dict(), out_dir / AGGREGATES_BUILDER_FILE)
+
+
+def read_aggregates(out_dir, schema: EventSchema) -> tuple[AggregateFeatureBuilder, pd.DataFrame]:
+    """The builder and table `write_aggregates` wrote; the table is indexed by the schema's id column."""
+    import json
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    builder = AggregateFeatureBuilder.from_dict(json.loads((out_dir / AGGREGATES_BUILDER_FILE).read_text()))
+    table = pd.read_parquet(out_dir / AGGREGATES_FILE).set_index("customer_id").rename_axis(schema.id_col)
+    return builder, table

@@ -105,12 +105,20 @@ class HybridFeatures:
         self.builder = AggregateFeatureBuilder(schema, top_k_categories)
         self.scaler = HybridRepresentation()
 
+    @classmethod
+    def from_builder(cls, builder: AggregateFeatureBuilder) -> "HybridFeatures":
+        """Reuse a run's fitted aggregate builder, so the hybrid, the baselines and the segment
+        profiles all describe customers with the same columns."""
+        obj = cls(builder.schema, builder.top_k_categories)
+        obj.builder = builder
+        return obj
+
     @property
     def schema(self) -> EventSchema:
         return self.builder.schema
 
-    def _aggregates(self, ids, events: pd.DataFrame, as_of) -> pd.DataFrame:
-        features = self.builder.transform(events, as_of)
+    @staticmethod
+    def _aligned(ids, features: pd.DataFrame, as_of) -> pd.DataFrame:
         aligned = features.reindex(pd.Index(np.asarray(ids)))
         missing = aligned.iloc[:, 0].isna().to_numpy()
         if missing.any():
@@ -121,24 +129,31 @@ class HybridFeatures:
             )
         return aligned
 
-    def fit(self, ids, embeddings, events: pd.DataFrame, as_of=None, fit_ids=None) -> "HybridFeatures":
-        """Choose category columns and block scales on `fit_ids` (default: every id)."""
+    def fit(self, ids, embeddings, events: pd.DataFrame | None = None, as_of=None, fit_ids=None, *,
+            aggregates: pd.DataFrame | None = None) -> "HybridFeatures":
+        """Choose category columns and block scales on `fit_ids` (default: every id).
+
+        With `aggregates` (the table of an already fitted builder, indexed by id) the builder
+        is kept as it is and no events are needed."""
         ids = np.asarray(ids)
-        events = as_validated(events, self.schema)
         rows = np.ones(len(ids), dtype=bool) if fit_ids is None else pd.Index(ids).isin(np.asarray(fit_ids))
         if not rows.any():
             raise ValueError("none of fit_ids is among the embedded customers: nothing to fit the hybrid features on")
-        fit_events = events.loc[events[self.schema.id_col].isin(ids[rows])]
-        self.builder.fit(fit_events, as_of)
-        aggregates = self._aggregates(ids, events, as_of)
-        self.scaler.fit(np.asarray(embeddings)[rows], aggregates.to_numpy()[rows])
+        if aggregates is None:
+            events = as_validated(events, self.schema)
+            self.builder.fit(events.loc[events[self.schema.id_col].isin(ids[rows])], as_of)
+            aggregates = self.builder.transform(events, as_of)
+        aligned = self._aligned(ids, aggregates, as_of)
+        self.scaler.fit(np.asarray(embeddings)[rows], aligned.to_numpy()[rows])
         return self
 
-    def transform(self, ids, embeddings, events: pd.DataFrame, as_of=None) -> np.ndarray:
+    def transform(self, ids, embeddings, events: pd.DataFrame | None = None, as_of=None, *,
+                  aggregates: pd.DataFrame | None = None) -> np.ndarray:
         """[customers, embedding dim + aggregate columns] float32, rows in the order of `ids`."""
-        events = as_validated(events, self.schema)
-        aggregates = self._aggregates(ids, events, as_of)
-        return self.scaler.transform(embeddings, aggregates.to_numpy()).astype(np.float32)
+        if aggregates is None:
+            aggregates = self.builder.transform(as_validated(events, self.schema), as_of)
+        aligned = self._aligned(ids, aggregates, as_of)
+        return self.scaler.transform(embeddings, aligned.to_numpy()).astype(np.float32)
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)

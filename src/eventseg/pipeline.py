@@ -1,7 +1,7 @@
 """The end-to-end job: each stage is a pure function; this module only declares the stages
 (config, inputs, outputs) and chains them, skipping those already up to date (`eventseg.stages`).
 
-prepare → train → embed → [represent] → cluster → propensity (when labels exist) → segments → report
+prepare → aggregates → train → embed → [represent] → cluster → propensity (when labels exist) → segments → report
 
 The run folder is locked for the whole job, checked before any work, and finished with a
 manifest (`run.json`) that readers verify (`eventseg.runs`). Events are read and validated
@@ -22,15 +22,16 @@ from omegaconf import DictConfig, OmegaConf
 from eventseg.artifacts import atomic_path, sidecar_path, write_json, write_parquet, write_sidecar
 from eventseg.checkpoint import run_checkpoint
 from eventseg.cluster import cluster_from_config
-from eventseg.config import check_training_config, check_writable, plain
+from eventseg.config import check_cutoff, check_training_config, check_writable, plain
 from eventseg.data.io import read_events, read_table
+from eventseg.data.labels import build_labels
 from eventseg.data.schema import EventSchema
 from eventseg.data.sources import resolve_source, source_files
 from eventseg.data.split import TRAIN
 from eventseg.data.validate import validate_events
 from eventseg.embed import embed_from_config, load_embeddings, write_embeddings
 from eventseg.errors import ConfigError
-from eventseg.features import aggregate_features
+from eventseg.features import AGGREGATES_BUILDER_FILE, AGGREGATES_FILE, AggregateFeatureBuilder, read_aggregates, write_aggregates
 from eventseg.hybrid import HYBRID_FILE, REPRESENTATIONS, HybridFeatures
 from eventseg.prepare import PreparedData, prepare_from_config
 from eventseg.propensity import evaluate_propensity
@@ -55,6 +56,10 @@ def check_pipeline_config(cfg: DictConfig) -> None:
     """Everything that can be checked before reading a single event."""
     check_writable(cfg.out_dir)
     check_training_config(cfg)
+    check_cutoff(cfg.data.get("cutoff"))
+    if str((cfg.get("cluster") or {}).get("reducer", "pca")) == "umap":
+        raise ConfigError("cluster.reducer=umap cannot be saved without pickle, so score.py could not place new "
+                          "customers: use cluster.reducer=pca (default) or none in the pipeline")
     kind = str(cfg.get("representation", "embedding"))
     if kind not in REPRESENTATIONS:
         raise ConfigError(f"representation={kind!r} is not one of {list(REPRESENTATIONS)}")
@@ -81,6 +86,7 @@ class PipelineRun:
             "prepared", "train_metrics.json", "embeddings.parquet", "clusters.parquet", "cluster_metrics.json",
             "propensity_metrics.json", "propensity_scores.parquet", "customers.parquet", "segments.parquet", "report.html",
         )}  # fmt: skip
+        self.paths["aggregates"] = self.out / AGGREGATES_FILE
         self.paths["features"] = (self.out / "representation.parquet" if self.representation == "hybrid"
                                   else self.paths["embeddings.parquet"])
 
@@ -120,6 +126,10 @@ class PipelineRun:
         stages = [
             Stage("prepare", lambda: prepare_from_config(cfg.data, self.out, source=self.events),
                   config=data_settings(cfg.data), inputs=self.data_files, outputs=[p["prepared"]]),
+            Stage("aggregates", self.aggregates_stage,
+                  config={"aggregates": plain(cfg.aggregates), "data": data_settings(cfg.data)},
+                  inputs=[p["prepared"] / "splits.npy", *self.data_files],
+                  outputs=[p["aggregates"], self.out / AGGREGATES_BUILDER_FILE]),
             Stage("train", self.train_stage, config=lambda: self.training_identity(),
                   inputs=[], outputs=[p["train_metrics.json"]]),
             Stage("embed", lambda: write_json(embed_from_config(self.embed_config(), source=self.events),
@@ -128,9 +138,9 @@ class PipelineRun:
                   inputs=lambda: [self.checkpoint, *self.data_files], outputs=[p["embeddings.parquet"]]),
         ]
         if self.representation == "hybrid":
-            stages.append(Stage("represent", self.represent_stage,
-                                config={"hybrid": plain(cfg.hybrid), "data": data_settings(cfg.data)},
-                                inputs=[p["embeddings.parquet"], p["prepared"] / "splits.npy", *self.data_files],
+            stages.append(Stage("represent", self.represent_stage, config={},
+                                inputs=[p["embeddings.parquet"], p["prepared"] / "splits.npy", p["aggregates"],
+                                        self.out / AGGREGATES_BUILDER_FILE],
                                 outputs=[p["features"], self.out / HYBRID_FILE]))
         stages.append(Stage("cluster", lambda: cluster_from_config(self.cluster_config()), config=plain(cfg.cluster),
                             inputs=[p["features"]], outputs=[p["clusters.parquet"], p["cluster_metrics.json"]]))
@@ -142,7 +152,7 @@ class PipelineRun:
                                 outputs=[p["propensity_metrics.json"], p["propensity_scores.parquet"]]))
         stages.append(Stage("segments", self.segments_stage,
                             config={"labels": self.has_labels, "data": data_settings(cfg.data)},
-                            inputs=[p["clusters.parquet"], *scored, *self.data_files],
+                            inputs=[p["clusters.parquet"], *scored, p["aggregates"]],
                             outputs=[p["customers.parquet"], p["segments.parquet"], self.out / "segments.csv"]))
         stages.append(Stage("report", self.report_stage,
                             config={"labels": self.has_labels, "representation": self.representation},
@@ -169,13 +179,26 @@ class PipelineRun:
             train(self.cfg, self.prepared)
             record_trained_model(index, self.training_identity(), self.out)
 
+    def aggregates_stage(self) -> None:
+        """The run's one aggregate table: category columns chosen on training customers, every
+        customer described from events strictly before the cutoff."""
+        store = self.prepared.store
+        ids = np.asarray(store.customer_ids)
+        cutoff = self.cfg.data.get("cutoff")
+        train_events = self.events.loc[pd.Index(self.events[self.schema.id_col]).isin(self.train_ids(ids))]
+        builder = AggregateFeatureBuilder(self.schema, int(self.cfg.aggregates.top_k_categories)).fit(train_events, cutoff)
+        write_aggregates(builder, builder.transform(self.events, cutoff), self.out)
+
+    @cached_property
+    def aggregates(self) -> tuple[AggregateFeatureBuilder, pd.DataFrame]:
+        return read_aggregates(self.out, self.schema)
+
     def represent_stage(self) -> None:
         """Embeddings ++ standardised aggregates, fitted on the training split and saved for scoring."""
         ids, matrix = load_embeddings(self.paths["embeddings.parquet"])
-        cutoff = self.cfg.data.get("cutoff")
-        hybrid = HybridFeatures(self.schema, int(self.cfg.hybrid.top_k_categories)).fit(
-            ids, matrix, self.events, cutoff, self.train_ids(np.asarray(ids)))
-        features = hybrid.transform(ids, matrix, self.events, cutoff)
+        builder, table = self.aggregates
+        hybrid = HybridFeatures.from_builder(builder).fit(ids, matrix, fit_ids=self.train_ids(np.asarray(ids)), aggregates=table)
+        features = hybrid.transform(ids, matrix, aggregates=table)
         hybrid.save(self.out / HYBRID_FILE)
         write_embeddings(ids, features, self.paths["features"], rows_per_part=None, representation="hybrid",
                          embedding_dim=int(matrix.shape[1]), aggregate_columns=int(features.shape[1] - matrix.shape[1]))
@@ -215,7 +238,7 @@ class PipelineRun:
         if self.has_labels:
             all_scores = pd.read_parquet(p["propensity_scores.parquet"])
             scores = all_scores[["customer_id"] + [c for c in all_scores.columns if c.startswith(("p_", "pred_"))]]
-        features = aggregate_features(self.events, self.schema, as_of=self.cfg.data.get("cutoff"))
+        _, features = self.aggregates
         customers = build_customers(clusters, scores)
         monetary = f"{self.schema.numeric[0]}_sum" if self.schema.numeric else None
         segments = profile_segments(customers, features, monetary)
@@ -263,10 +286,14 @@ class PipelineRun:
             shutil.rmtree(self.out / "heads", ignore_errors=True)
 
 
-def check_label_ids(run: PipelineRun) -> None:
-    """Labels whose ids match no customer would only fail after training: check against the prepared ids."""
+def check_labels(run: PipelineRun) -> None:
+    """Labels that match no customer, or a label window with no events, would only fail after
+    training: check them against the prepared ids (or the events after the cutoff) now."""
     path = run.labels_cfg.get("path")
     if not path:
+        cutoff = run.cfg.data.get("cutoff")
+        if cutoff is not None:  # labels from the events after the cutoff: an empty window fails now
+            build_labels(run.events, run.schema, cutoff, int(run.labels_cfg["horizon_days"]))
         return
     labels = read_table(path, "labels")
     id_col = run.schema.id_col
@@ -297,6 +324,6 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Path]:
         for stage in run.stages():
             runner.run(stage)
             if stage.name == "prepare":
-                check_label_ids(run)
+                check_labels(run)
         write_manifest(run.out, runner.fingerprints, config=plain(cfg))
     return {"checkpoint": run.checkpoint, **{k: v for k, v in run.paths.items() if v.exists()}}

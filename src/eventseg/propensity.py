@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
-import joblib
 import lightning as L
 import numpy as np
 import pandas as pd
@@ -42,6 +41,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from eventseg.artifacts import atomic_path
+from eventseg.cluster import SKOPS_DATA_TYPES, skops_dumps_checked, skops_loads_checked
+from eventseg.errors import UserError
 from eventseg.data.encoders import signed_log1p
 from eventseg.data.labels import build_labels
 from eventseg.data.schema import EventSchema
@@ -307,6 +308,34 @@ def _positive_proba(model, X: np.ndarray) -> np.ndarray:
     return proba[:, classes.index(1)] if 1 in classes else np.zeros(len(X))
 
 
+ESTIMATORS_FILE = "estimators.skops"
+LEGACY_ESTIMATORS_FILE = "estimators.joblib"  # the old pickle-based format: recognised, never loaded
+# the scikit-learn heads are saved with skops and loaded only if the file names nothing but these
+# types: what _fit_classifier / _fit_regressor build (with their internal parts) and plain data
+ESTIMATOR_TYPES = (
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.linear_model._ridge.Ridge",
+    "sklearn.dummy.DummyClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+)
+ESTIMATOR_SKOPS_TYPES = SKOPS_DATA_TYPES + ESTIMATOR_TYPES + (
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # node tables checked on load
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.preprocessing._label.LabelEncoder",
+    "sklearn._loss.loss.HalfBinomialLoss", "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn._loss.loss.HalfPoissonLoss", "sklearn._loss._loss.CyHalfPoissonLoss",
+    "sklearn._loss.loss.HalfSquaredError", "sklearn._loss._loss.CyHalfSquaredError",
+    "sklearn._loss.link.LogitLink", "sklearn._loss.link.LogLink", "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.Interval",
+    "numpy.random._generator.Generator",  # HistGradientBoosting's feature-subsampling generator (state only)
+)
+
+
+class HeadsFileError(UserError):
+    """Saved propensity heads are corrupt, in the old pickle-based format, or name types eventseg does not load."""
+
+
 class PropensityHeads:
     """Predict every label of a table from an embedding matrix (optionally + RFM features).
 
@@ -537,7 +566,8 @@ class PropensityHeads:
 
     def save(self, path: str | os.PathLike) -> Path:
         """A directory: heads.json (config, labels, input statistics, calibrators), the
-        network weights (network.pt) and the scikit-learn models (estimators.joblib)."""
+        network weights (network.pt, tensors only) and the scikit-learn models (estimators.skops,
+        skops format: loaded against ESTIMATOR_SKOPS_TYPES, never unpickled)."""
         if self.mean_ is None:
             raise RuntimeError("PropensityHeads is not fitted: nothing to save")
         path = Path(path)
@@ -550,34 +580,68 @@ class PropensityHeads:
             "scale": self.scale_.tolist(),
             "calibrators": {k: c.to_dict() for k, c in self.calibrators_.items()},
             "fit_info": self.fit_info_,
+            "estimators": sorted(self.estimators_),
+            "estimators_file": ESTIMATORS_FILE if self.estimators_ else None,
         }
+        estimators = None
+        if self.estimators_:  # before writing anything: a model load would refuse leaves no directory
+            estimators = skops_dumps_checked(
+                self.estimators_, ESTIMATOR_SKOPS_TYPES, "the propensity heads' scikit-learn models", ValueError,
+                f"Only {[t.rsplit('.', 1)[1] for t in ESTIMATOR_TYPES]} are saved.")
         with atomic_path(path) as tmp:
             tmp.mkdir()
             (tmp / "heads.json").write_text(json.dumps(meta, indent=2, default=str))
             if self.network_ is not None:
                 torch.save({"hparams": dict(self.network_.hparams), "state_dict": self.network_.state_dict()}, tmp / "network.pt")
-            if self.estimators_:
-                joblib.dump(self.estimators_, tmp / "estimators.joblib")
+            if estimators is not None:
+                (tmp / ESTIMATORS_FILE).write_bytes(estimators)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PropensityHeads":
+        """Heads written by save(). Nothing in the directory can run code: heads.json is JSON,
+        network.pt is read with torch.load(weights_only=True), estimators.skops with skops against
+        ESTIMATOR_SKOPS_TYPES (checked with skops.io.get_untrusted_types first); an old
+        estimators.joblib is refused, never unpickled. HeadsFileError for anything else."""
         path = Path(path)
         if not (path / "heads.json").exists():
             raise FileNotFoundError(f"{path} holds no saved propensity heads (no heads.json)")
-        meta = json.loads((path / "heads.json").read_text())
-        heads = cls(**meta["config"])
-        heads.binary_, heads.continuous_ = meta["binary"], meta["continuous"]
-        heads.fill_, heads.mean_, heads.scale_ = (np.asarray(meta[k], dtype=np.float64) for k in ("fill", "mean", "scale"))
-        heads.calibrators_ = {k: PlattCalibrator(**v) for k, v in meta["calibrators"].items()}
-        heads.fit_info_ = meta["fit_info"]
+        remedy = "Re-run the pipeline (python scripts/pipeline.py ...) to write new heads."
+        try:
+            meta = json.loads((path / "heads.json").read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise HeadsFileError(f"{path / 'heads.json'} is not valid JSON ({err}). {remedy}") from None
+        try:
+            heads = cls(**meta["config"])
+            heads.binary_, heads.continuous_ = list(meta["binary"]), list(meta["continuous"])
+            heads.fill_, heads.mean_, heads.scale_ = (np.asarray(meta[k], dtype=np.float64) for k in ("fill", "mean", "scale"))
+            heads.calibrators_ = {k: PlattCalibrator(**v) for k, v in meta["calibrators"].items()}
+            heads.fit_info_ = meta["fit_info"]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise HeadsFileError(f"{path / 'heads.json'} is corrupt ({type(err).__name__}: {err}). {remedy}") from None
         if (path / "network.pt").exists():
             saved = torch.load(path / "network.pt", map_location="cpu", weights_only=True)
             heads.network_ = MultiTaskMLP(**saved["hparams"])
             heads.network_.load_state_dict(saved["state_dict"])
             heads.network_.eval()
-        if (path / "estimators.joblib").exists():
-            heads.estimators_ = joblib.load(path / "estimators.joblib")
+        if heads.kind == "mlp" and heads.binary_ and heads.network_ is None:
+            raise HeadsFileError(f"{path} has no network.pt for the binary labels {heads.binary_}. {remedy}")
+        needed = set(heads.continuous_) | (set(heads.binary_) if heads.kind != "mlp" else set())
+        file = path / ESTIMATORS_FILE
+        if file.exists():
+            estimators = skops_loads_checked(file.read_bytes(), ESTIMATOR_SKOPS_TYPES, str(file), HeadsFileError, remedy)
+            if not isinstance(estimators, dict) or not all(
+                    isinstance(k, str) and f"{type(v).__module__}.{type(v).__name__}" in ESTIMATOR_TYPES
+                    for k, v in estimators.items()):
+                raise HeadsFileError(f"{file} is corrupt: not a mapping of label to a scikit-learn head. {remedy}")
+            heads.estimators_ = estimators
+        elif (path / LEGACY_ESTIMATORS_FILE).exists():
+            raise HeadsFileError(
+                f"{path} holds {LEGACY_ESTIMATORS_FILE}, the old pickle-based format: it is not loaded, because "
+                f"unpickling a file can run arbitrary code. {remedy}")
+        missing = sorted(needed - set(heads.estimators_))
+        if missing:
+            raise HeadsFileError(f"{path} has no saved model for {missing} ({ESTIMATORS_FILE} missing or incomplete). {remedy}")
         return heads
 
 
@@ -598,12 +662,7 @@ def _matching_keys(ids, other) -> tuple[pd.Series, pd.Series, str | None]:
     a_num, b_num = pd.api.types.is_numeric_dtype(a.dtype), pd.api.types.is_numeric_dtype(b.dtype)
     if a_num == b_num:
         return a, b, None
-    text, numbers = (b, a) if a_num else (a, b)
-    parsed = pd.to_numeric(text, errors="coerce")
-    if parsed.notna().all() and (parsed == np.floor(parsed)).all():
-        parsed = parsed.astype(np.int64)
-        note = f"text ids parsed as numbers to match {numbers.dtype} ids"
-        return (a, parsed, note) if a_num else (parsed, b, note)
+    # as text, never text parsed as numbers: '0123' and '123' must not both match the id 123
     return a.astype(str), b.astype(str), f"ids compared as text ({a.dtype} vs {b.dtype})"
 
 

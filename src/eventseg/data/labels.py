@@ -5,6 +5,8 @@ Features may only see events strictly before the cutoff; labels look at [cutoff,
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -41,6 +43,7 @@ def build_labels(
     if len(history_ids) == 0:
         raise ValueError(f"no events before the cutoff {cutoff}: choose a later cutoff")
     window = df.loc[(ts >= cutoff) & (ts < end)]
+    _check_window(ts, window, cutoff, end, horizon_days)
     active = history_ids.isin(window[schema.id_col].unique())
 
     if purchase_col is not None:
@@ -61,3 +64,25 @@ def build_labels(
         spend = window.groupby(schema.id_col, observed=True)[amount_col].sum()
         labels[f"spend_{h}d"] = spend.reindex(history_ids).fillna(0.0).to_numpy(dtype=np.float64)
     return labels
+
+
+def _check_window(ts: pd.Series, window: pd.DataFrame, cutoff: pd.Timestamp, end: pd.Timestamp, horizon_days: int) -> None:
+    """Raise when the label window holds no event (every label would be the same); warn when
+    the data stop inside it (churn is overstated for the days the data do not cover).
+
+    One day of slack: daily-dated data whose last day is the window's last day cover it.
+    """
+    last = ts.max()
+    if len(window) == 0:
+        where = "after the cutoff" if last < cutoff else f"in the label window [{cutoff}, {end})"
+        raise ValueError(
+            f"no events {where} (the last event is at {last}): labels would be constant "
+            "(every customer churned); choose an earlier cutoff or add the later events"
+        )
+    if last < end - pd.Timedelta(days=1):
+        covered = (last - cutoff) / pd.Timedelta(days=1)
+        warnings.warn(
+            f"the events end at {last}, inside the label window [{cutoff}, {end}): labels see only "
+            f"{covered:.1f} of {horizon_days} days, so churn is overstated; choose an earlier cutoff",
+            stacklevel=3,
+        )

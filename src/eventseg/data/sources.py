@@ -17,9 +17,7 @@ import pandas as pd
 def resolve_source(data_cfg: Mapping[str, Any]) -> str | pd.DataFrame:
     kind = data_cfg.get("source", "file")
     if kind == "file":
-        if not data_cfg.get("path"):
-            raise ValueError("data.path is not set: point it at a Parquet file/directory or a CSV file of events")
-        return str(data_cfg["path"])
+        return str(_file_path(data_cfg))
     if kind == "synthetic":
         return str(ensure_synthetic(data_cfg))
     if kind == "completejourney":
@@ -34,7 +32,16 @@ def source_files(data_cfg: Mapping[str, Any]) -> list[Path]:
         return [ensure_synthetic(data_cfg)]
     if kind == "completejourney":
         return [Path(data_cfg["raw_dir"]) / name for name in ("transactions_sample.parquet", "products.parquet")]
+    if kind == "file":
+        return [_file_path(data_cfg)]
     return [Path(data_cfg["path"])] if data_cfg.get("path") else []
+
+
+def _file_path(data_cfg: Mapping[str, Any]) -> Path:
+    """data.path of a file source; unset fails here, before any stage runs."""
+    if not data_cfg.get("path"):
+        raise ValueError("data.path is not set: point it at a Parquet file/directory or a CSV file of events")
+    return Path(data_cfg["path"])
 
 
 def ensure_synthetic(data_cfg: Mapping[str, Any]) -> Path:

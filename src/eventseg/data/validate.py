@@ -6,18 +6,22 @@ Each problem names the column, how many rows are bad and one example. The policy
 
 from __future__ import annotations
 
+import datetime
+import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from eventseg.data.schema import EventSchema
+from eventseg.errors import UserError
 
 POLICIES = ("fail", "drop")
 
 
-class EventDataError(ValueError):
+class EventDataError(UserError):
     """The event data breaks the contract; `problems` holds one line per problem."""
 
     def __init__(self, problems: list[str]):
@@ -49,6 +53,7 @@ class _Problem:
     key: str  # short name used in the drop report
     message: str
     bad: np.ndarray  # bool mask of bad rows
+    fatal: bool = False  # a table-wide problem: dropping rows cannot fix it, so `drop` raises too
 
 
 def validate_events(df: pd.DataFrame, schema: EventSchema, on_invalid: str = "fail") -> tuple[pd.DataFrame, ValidationReport]:
@@ -61,6 +66,9 @@ def validate_events(df: pd.DataFrame, schema: EventSchema, on_invalid: str = "fa
     """
     if on_invalid not in POLICIES:
         raise ValueError(f"on_invalid must be one of {POLICIES}, got {on_invalid!r}")
+    duplicated = duplicate_column_problems(list(df.columns), schema, "the event table")
+    if duplicated:
+        raise EventDataError(duplicated)
     missing = [c for c in schema.columns if c not in df.columns]
     if missing:
         raise EventDataError(
@@ -98,9 +106,9 @@ def validate_events(df: pd.DataFrame, schema: EventSchema, on_invalid: str = "fa
             report_warnings.append(msg)
 
     clean = pd.DataFrame(out, index=df.index, copy=False)
-    if problems and on_invalid == "fail":
+    if problems and (on_invalid == "fail" or any(p.fatal for p in problems)):
         raise EventDataError(
-            [p.message + " (set data.on_invalid=drop to drop such rows instead)" for p in problems]
+            [p.message if p.fatal else p.message + " (set data.on_invalid=drop to drop such rows instead)" for p in problems]
         )
     dropped = {}
     if problems:
@@ -138,11 +146,9 @@ def _parse_times(raw: pd.Series, col: str, index: pd.Index) -> tuple[pd.Series, 
             )
         ]
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # format inference chatter
-            ts = pd.to_datetime(raw, errors="coerce", utc=False)
-        if isinstance(ts.dtype, pd.DatetimeTZDtype):
-            ts = ts.dt.tz_localize(None)
+        ts, mixed = _parse_text_times(raw, col, index)
+        if mixed is not None:
+            return ts, [mixed]
     ts = ts.astype("datetime64[ns]")
     was_null = raw.isna().to_numpy()
     now_null = ts.isna().to_numpy()
@@ -153,6 +159,108 @@ def _parse_times(raw: pd.Series, col: str, index: pd.Index) -> tuple[pd.Series, 
         example = raw.iloc[int(np.flatnonzero(unparsed)[0])]
         problems.append(_Problem("bad_time", _msg(col, unparsed, "unparseable timestamp", index, example), unparsed))
     return ts, problems
+
+
+def _parse_text_times(raw: pd.Series, col: str, index: pd.Index) -> tuple[pd.Series, _Problem | None]:
+    """Parse text (or object) times; mixed time zones are a fatal problem, not a pandas trace.
+
+    Offsets that differ between rows (or rows with an offset beside rows without) leave no
+    single local wall clock to keep, and which rows are "wrong" is a guess, so `drop` cannot
+    fix it: the user has to convert the column to one time zone.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # format inference chatter
+        try:
+            ts = pd.to_datetime(raw, errors="coerce", utc=False)
+        except ValueError:  # pandas refuses mixed offsets outright
+            mixed = _mixed_time_zones(_zones(raw), raw, col, index)
+            if mixed is None:
+                raise
+            return pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]"), mixed
+    unparsed = (ts.isna() & raw.notna()).to_numpy()
+    if unparsed.any():  # pandas turns rows of a second zone (or of none) into NaT
+        mixed = _mixed_time_zones(_zones_after_parse(raw, ts, unparsed), raw, col, index)
+        if mixed is not None:
+            return ts, mixed
+    if isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = ts.dt.tz_localize(None)
+    return ts, None
+
+
+# a UTC offset right after a clock time: '10:00+01:00', '10:00:00.5Z', '10:00 -0500'
+_OFFSET = re.compile(r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+_NAIVE = "no offset"
+
+
+def _offset_of(value) -> str | None:
+    """A time's UTC offset as '+HH:MM', None when it has none (or is not a time)."""
+    if isinstance(value, str):
+        m = _OFFSET.search(value.strip())
+        if not m:
+            return None
+        o = m.group(1).upper()
+        return "+00:00" if o == "Z" else f"{o[:3]}:{o[-2:] if len(o) > 3 else '00'}"
+    offset = value.utcoffset() if hasattr(value, "utcoffset") else None
+    if offset is None or pd.isna(offset):
+        return None
+    minutes = int(offset.total_seconds() // 60)
+    return f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _zones(values: pd.Series) -> np.ndarray:
+    """Each value's UTC offset, 'no offset' for an offset-free time, None for anything else."""
+    offsets = np.array([_offset_of(v) for v in values], dtype=object)
+    naive = np.equal(offsets, None) & values.notna().to_numpy()
+    if naive.any():  # only values that parse as offset-free times count, not garbage
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            naive[naive] = pd.to_datetime(values[naive], errors="coerce").notna().to_numpy()
+    offsets[naive] = _NAIVE
+    return offsets
+
+
+def _zones_after_parse(raw: pd.Series, ts: pd.Series, unparsed: np.ndarray) -> np.ndarray:
+    """Zones per row when pandas parsed most rows: those share one zone, so only the
+    unparsed rows are looked at one by one (cheap when a few rows are bad)."""
+    zones = np.full(len(raw), None, dtype=object)
+    parsed = ts.notna().to_numpy()
+    if parsed.any():
+        zones[parsed] = _zone_name(ts[parsed].iloc[0])
+    zones[unparsed] = _zones(raw[unparsed])
+    return zones
+
+
+def _zone_name(t: pd.Timestamp) -> str:
+    """'no offset', the offset of a fixed-offset zone ('+01:00', as parsed from text), or the
+    name of a zone with daylight saving time, whose offset changes over the year."""
+    if t.tzinfo is None:
+        return _NAIVE
+    if isinstance(t.tzinfo, datetime.timezone) or str(t.tzinfo) in ("UTC", "Etc/UTC"):
+        return _offset_of(t)
+    return str(t.tzinfo)
+
+
+def _mixed_time_zones(zones: np.ndarray, raw: pd.Series, col: str, index: pd.Index) -> _Problem | None:
+    """A fatal problem when the rows' zones (see `_zones`) are not all the same."""
+    counts = pd.Series(zones, dtype=object).value_counts()
+    if len(counts) <= 1:
+        return None
+    bad = ~np.equal(zones, None) & (zones != counts.index[0])
+    example = raw.iloc[int(np.flatnonzero(bad)[0])]
+    shown = ", ".join(f"{n} at {z}" for z, n in counts.head(5).items())
+    what = f"a different time zone from the rest (mixed time zones, rows per zone: {shown})"
+    message = _msg(col, bad, what, index, example) + "; convert the column to one time zone (or to UTC) first"
+    return _Problem("mixed_time_zones", message, bad, fatal=True)
+
+
+def duplicate_column_problems(names: list, schema: EventSchema, where: str) -> list[str]:
+    """One line per schema column that appears more than once: which copy to use is a guess."""
+    counts = Counter(names)
+    return [
+        f"column '{c}' appears {counts[c]} times in {where}: which one to use is ambiguous; rename or drop the extra copies"
+        for c in schema.columns
+        if counts[c] > 1
+    ]
 
 
 def _parse_numeric(raw: pd.Series, col: str, index: pd.Index) -> tuple[pd.Series, list[_Problem]]:
