@@ -447,8 +447,7 @@ def load_labels(cfg: DictConfig, events: pd.DataFrame, schema: EventSchema) -> l
     if labels_cfg.get("path"):
         tables.append(read_table(labels_cfg.path, "labels"))
     elif cutoff is not None:
-        amount = schema.numeric[0] if schema.numeric else None
-        tables.append(build_labels(events, schema, cutoff, int(labels_cfg.horizon_days), amount_col=amount))
+        tables.append(build_labels(events, schema, cutoff, int(labels_cfg.horizon_days), amount_col=schema.amount_col))
     demographics = labels_cfg.get("demographics", "auto")
     if demographics == "auto":
         demographics = cfg.data.get("source") == "completejourney"

@@ -261,19 +261,19 @@ def aggregate_features(events: pd.DataFrame, schema: EventSchema, as_of=None, to
 def rfm_features(events: pd.DataFrame, schema: EventSchema, as_of=None) -> pd.DataFrame:
     """The classic four: recency (days), frequency (events), monetary, tenure (days).
 
-    Monetary is the sum of the first numeric field (0 when the schema has none).
+    Monetary is the sum of the schema's amount column (0 when it has none).
     """
     h = _histories(events, schema, as_of)
     columns = _core(h)
-    if schema.numeric:
-        columns.update(_numeric(h, schema.numeric[0]))
+    if schema.amount_col:
+        columns.update(_numeric(h, schema.amount_col))
     return rfm_from_aggregates(pd.DataFrame(columns, index=pd.Index(h.ids, name=schema.id_col)), schema)
 
 
 def rfm_from_aggregates(aggregates: pd.DataFrame, schema: EventSchema) -> pd.DataFrame:
     """The classic four read off an aggregate table, so a run's RFM baseline and its aggregate
     features are one computation: recency, frequency, monetary (0 without a numeric field), tenure."""
-    money = f"{schema.numeric[0]}_sum" if schema.numeric else None
+    money = f"{schema.amount_col}_sum" if schema.amount_col else None
     return pd.DataFrame({
         "recency": aggregates["recency_days"], "frequency": aggregates["n_events"],
         "monetary": aggregates[money] if money else 0.0, "tenure": aggregates["tenure_days"],

@@ -112,11 +112,17 @@ class PipelineRun:
     def label_files(self) -> list[Path]:
         return [Path(p) for p in (self.labels_cfg.get("path"), self.labels_cfg.get("truth_path")) if p]
 
-    def train_ids(self, ids: np.ndarray) -> np.ndarray:
-        """Customers of the training split, by the split prepare saved (never recomputed by hand)."""
+    def split_codes(self, ids: np.ndarray) -> np.ndarray:
+        """Split code of each id, from the split prepare saved (never recomputed by hand)."""
         store = self.prepared.store
-        split = pd.Series(self.prepared.splits, index=pd.Index(np.asarray(store.customer_ids)).astype(str))
-        return ids[split.reindex(pd.Index(ids).astype(str)).to_numpy() == TRAIN]
+        split = pd.Series(self.prepared.splits, index=pd.Index(np.asarray(store.customer_ids)))
+        codes = split.reindex(pd.Index(ids))
+        if codes.isna().any():
+            raise ValueError(f"{int(codes.isna().sum())} customer(s) are not in the prepared data; re-run with force=true")
+        return codes.to_numpy().astype(np.int8)
+
+    def train_ids(self, ids: np.ndarray) -> np.ndarray:
+        return ids[self.split_codes(ids) == TRAIN]
 
     # ---- stage declarations: what each reads, writes and depends on, in one place ----------
 
@@ -148,7 +154,8 @@ class PipelineRun:
             labels = {k: v for k, v in self.labels_cfg.items() if k not in ("path", "truth_path")}
             stages.append(Stage("propensity", self.propensity_stage,
                                 config={"labels": labels, "heads": plain(cfg.heads), "data": data_settings(cfg.data)},
-                                inputs=[p["features"], *self.label_files(), *self.data_files],
+                                inputs=[p["features"], p["aggregates"], p["prepared"] / "splits.npy", *self.label_files(),
+                                        *self.data_files],
                                 outputs=[p["propensity_metrics.json"], p["propensity_scores.parquet"]]))
         stages.append(Stage("segments", self.segments_stage,
                             config={"labels": self.has_labels, "data": data_settings(cfg.data)},
@@ -212,7 +219,7 @@ class PipelineRun:
             ids, matrix, labels, self.events, self.schema, plain(self.cfg.heads), seed=int(self.cfg.data.split.seed),
             truth=read_table(labels_cfg.truth_path, "truth") if labels_cfg.get("truth_path") else None,
             cutoff=self.cfg.data.get("cutoff"), horizon_days=int(labels_cfg.horizon_days),
-            split_fractions=tuple(self.cfg.data.split.fractions),
+            aggregates=self.aggregates[1], splits=self.split_codes(np.asarray(ids)),
         )
         scores = result["scores"].rename(columns={id_col: "customer_id"})
         for name in BASELINES:  # kept beside the heads' scores for the report's gain and calibration charts
@@ -240,7 +247,7 @@ class PipelineRun:
             scores = all_scores[["customer_id"] + [c for c in all_scores.columns if c.startswith(("p_", "pred_"))]]
         _, features = self.aggregates
         customers = build_customers(clusters, scores)
-        monetary = f"{self.schema.numeric[0]}_sum" if self.schema.numeric else None
+        monetary = f"{self.schema.amount_col}_sum" if self.schema.amount_col else None
         segments = profile_segments(customers, features, monetary)
         customers = attach_names(customers, segments)
         write_parquet(customers, p["customers.parquet"])

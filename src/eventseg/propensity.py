@@ -41,13 +41,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from eventseg.artifacts import atomic_path
-from eventseg.cluster import SKOPS_DATA_TYPES, skops_dumps_checked, skops_loads_checked
+from eventseg.safe_skops import SKOPS_DATA_TYPES, skops_dumps_checked, skops_loads_checked
 from eventseg.errors import UserError
 from eventseg.data.encoders import signed_log1p
 from eventseg.data.labels import build_labels
 from eventseg.data.schema import EventSchema
 from eventseg.data.split import SPLITS, TEST, TRAIN, VAL, assign_splits
-from eventseg.features import RFM_COLUMNS, AggregateFeatureBuilder, as_validated, rfm_features
+from eventseg.features import RFM_COLUMNS, AggregateFeatureBuilder, as_validated, rfm_from_aggregates
 
 KINDS = ("mlp", "logistic", "hgb")
 CALIBRATE = ("auto", True, False)
@@ -726,6 +726,8 @@ def evaluate_propensity(
     horizon_days: int = 30,
     split_fractions=(0.8, 0.1, 0.1),
     top_k_categories: int = 10,
+    aggregates: pd.DataFrame | None = None,
+    splits: np.ndarray | None = None,
 ) -> dict:
     """Fit heads and both baselines on the customer split, report test metrics, score everyone.
 
@@ -736,11 +738,12 @@ def evaluate_propensity(
         (or all of them when no cutoff is given).
     truth: optional customer id + `p_<label>` (and `expected_<target>`) columns: the oracle.
     seed: the split seed (eventseg.data.split.assign_splits; 0 train, 1 val, 2 test).
+    aggregates, splits: a run's own aggregate table (indexed by id, built as of `cutoff`) and
+        split codes per id; given, the baselines use them instead of rebuilding either.
 
     Returns {"metrics": JSON-ready dict, "scores": DataFrame for every customer (id, split,
     p_<label>, pred_<target>), "baseline_scores": {name: DataFrame}, "heads": the fitted
-    PropensityHeads, "baselines": {name: PropensityHeads}, "feature_builder": the fitted
-    AggregateFeatureBuilder}.
+    PropensityHeads, "baselines": {name: PropensityHeads}}.
     """
     started = time.perf_counter()
     ids = np.asarray(ids)
@@ -753,7 +756,7 @@ def evaluate_propensity(
     if labels_df is None:
         if cutoff is None:
             raise ValueError("no labels: pass a labels table (labels.path) or a cutoff to build them from the events")
-        labels_df = build_labels(events, schema, cutoff, horizon_days, amount_col=schema.numeric[0] if schema.numeric else None)
+        labels_df = build_labels(events, schema, cutoff, horizon_days, amount_col=schema.amount_col)
     id_col = schema.id_col if schema.id_col in labels_df.columns else "customer_id"
     labels, label_report = align_to_ids(ids, labels_df, id_col, "labels")
     binary, continuous, skipped = label_kinds(labels)
@@ -763,12 +766,14 @@ def evaluate_propensity(
     labelled = labels.notna().any(axis=1).to_numpy()
     label_report.update(binary=binary, continuous=continuous, skipped=skipped, unlabelled_customers=int((~labelled).sum()))
 
-    splits = assign_splits(ids, seed, split_fractions)
+    splits = assign_splits(ids, seed, split_fractions) if splits is None else np.asarray(splits)
     as_of = cutoff
-    train_ids = ids[splits == TRAIN]
-    builder = AggregateFeatureBuilder(schema, top_k_categories).fit(events.loc[events[schema.id_col].isin(train_ids)], as_of)
-    agg = builder.transform(events, as_of).reindex(ids)
-    rfm = rfm_features(events, schema, as_of).reindex(ids)
+    if aggregates is None:
+        train_ids = ids[splits == TRAIN]
+        builder = AggregateFeatureBuilder(schema, top_k_categories).fit(events.loc[events[schema.id_col].isin(train_ids)], as_of)
+        aggregates = builder.transform(events, as_of)
+    agg = aggregates.reindex(ids)
+    rfm = rfm_from_aggregates(agg, schema)
     without_history = int(rfm["frequency"].isna().sum())
 
     fit_rows = {s: (splits == s) & labelled for s in (TRAIN, VAL)}
@@ -834,7 +839,6 @@ def evaluate_propensity(
         "baseline_scores": {name: framed(s) for name, s in all_scores.items() if name != "heads"},
         "heads": models["heads"][0],
         "baselines": {name: m for name, (m, _, _) in models.items() if name != "heads"},
-        "feature_builder": builder,
     }
 
 

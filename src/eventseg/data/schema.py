@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from eventseg.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -14,10 +17,12 @@ class EventSchema:
     time_col: str = "ts"
     categorical: tuple[str, ...] = field(default_factory=tuple)
     numeric: tuple[str, ...] = field(default_factory=tuple)
+    amount_col: str | None = None  # the money field: spend labels, monetary value, basket size
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categorical", tuple(self.categorical))
         object.__setattr__(self, "numeric", tuple(self.numeric))
+        object.__setattr__(self, "amount_col", self._resolved_amount_col())
         names = self.columns
         dupes = sorted({c for c in names if names.count(c) > 1})
         if dupes:
@@ -31,6 +36,18 @@ class EventSchema:
                 "(data.categorical=[...] or data.numeric=[...])"
             )
 
+    def _resolved_amount_col(self) -> str | None:
+        """The one money column every stage uses; never guessed silently among several fields."""
+        if self.amount_col is not None:
+            if self.amount_col not in self.numeric:
+                raise UserError(f"data.amount_col={self.amount_col!r} is not one of the numeric fields "
+                                f"data.numeric={list(self.numeric)}: add it there or name another")
+            return self.amount_col
+        if len(self.numeric) > 1:
+            warnings.warn(f"data.amount_col is not set: spend and monetary value use the first numeric field "
+                          f"'{self.numeric[0]}' of {list(self.numeric)}; set data.amount_col to choose", stacklevel=3)
+        return self.numeric[0] if self.numeric else None
+
     @property
     def columns(self) -> list[str]:
         return [self.id_col, self.time_col, *self.categorical, *self.numeric]
@@ -43,6 +60,7 @@ class EventSchema:
             time_col=str(cfg.get("time_col", "ts")),
             categorical=tuple(str(c) for c in (cfg.get("categorical") or ())),
             numeric=tuple(str(c) for c in (cfg.get("numeric") or ())),
+            amount_col=None if cfg.get("amount_col") is None else str(cfg.get("amount_col")),
         )
 
     def to_dict(self) -> dict:
@@ -51,4 +69,5 @@ class EventSchema:
             "time_col": self.time_col,
             "categorical": list(self.categorical),
             "numeric": list(self.numeric),
+            "amount_col": self.amount_col,
         }

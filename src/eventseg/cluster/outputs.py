@@ -1,0 +1,121 @@
+"""The cluster stage's files (clusters.parquet, clusterer.npz, cluster_metrics.json,
+cluster_sweep.csv, each atomic with a `<name>.json` sidecar) and the stage as scripts call it."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from eventseg.artifacts import atomic_path, file_hash, sidecar_path, write_json, write_sidecar
+from eventseg.cluster.estimator import SegmentClusterer
+from eventseg.cluster.inputs import ClusterConfigError
+from eventseg.cluster.persistence import CLUSTERER_FILE
+from eventseg.cluster.selection import SWEEP_FILE
+from eventseg.config import plain
+
+CLUSTERS_FILE = "clusters.parquet"
+METRICS_FILE = "cluster_metrics.json"
+
+
+def write_cluster_outputs(clusterer: SegmentClusterer, out_dir: str | os.PathLike, *, id_col: str = "customer_id",
+                          **provenance: Any) -> dict[str, str]:
+    """clusterer.npz, clusters.parquet, cluster_metrics.json, cluster_sweep.csv under out_dir, each
+    written atomically (temporary name, then rename) with a `<name>.json` sidecar."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / v for k, v in (("clusterer", CLUSTERER_FILE), ("clusters", CLUSTERS_FILE),
+                                     ("metrics", METRICS_FILE), ("sweep", SWEEP_FILE))}
+    m = clusterer.metrics_
+    facts = {"n_clusters": m["n_clusters"], "chosen": m["chosen"], **provenance}
+    clusterer.save(paths["clusterer"], **facts)
+    facts["clusterer_sha256"] = file_hash(paths["clusterer"])
+
+    df = clusterer.assignments(id_col)
+    _atomic(paths["clusters"], lambda tmp: df.to_parquet(tmp, index=False))
+    write_sidecar(paths["clusters"], rows=len(df), id_col=id_col, noise_share=m["noise_share"], **facts)
+
+    write_json(m, paths["metrics"])
+    _atomic(paths["sweep"], lambda tmp: clusterer.sweep_.to_csv(tmp, index=False))
+    write_sidecar(paths["sweep"], rows=len(clusterer.sweep_), **facts)
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _atomic(path: Path, write) -> None:
+    with atomic_path(path) as tmp:
+        write(tmp)
+        stale = sidecar_path(path)
+        if stale.exists():  # an old sidecar must never describe new data
+            stale.unlink()
+
+
+def _embeddings_id_col(path: Path) -> str:
+    """The id column named in an eventseg embeddings file (customer_id if unstated)."""
+    try:
+        import pyarrow.parquet as pq
+
+        f = path
+        if path.is_dir():
+            parts = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_")))
+            if not parts:
+                return "customer_id"
+            f = parts[0]
+        schema = pq.read_schema(f)
+        meta = schema.metadata or {}
+        col = meta.get(b"eventseg.id_col", b"").decode()
+        if col in schema.names:
+            return col
+        others = [c for c in schema.names if c != "embedding"]
+        return "customer_id" if "customer_id" in others or len(others) != 1 else others[0]
+    except Exception:
+        return "customer_id"
+
+
+def _embeddings_provenance(path: Path) -> dict:
+    side = sidecar_path(path)
+    info: dict[str, Any] = {"embeddings": str(path)}
+    if side.exists():
+        import json
+
+        try:
+            meta = json.loads(side.read_text())
+            info["embeddings_sidecar"] = {k: meta.get(k) for k in ("checkpoint_sha256", "rows", "created_at",
+                                                                    "eventseg_version") if k in meta}
+        except ValueError:
+            pass
+    return info
+
+
+def cluster_from_config(cfg) -> dict:
+    """The cluster stage as scripts call it. Keys: embeddings (file or directory of parts), out_dir
+    (default: the embeddings' folder), cluster (the cluster group). Returns paths and metrics."""
+    from eventseg.embed import load_embeddings  # lazy: the stage only needs the reader
+
+    started = time.perf_counter()
+    c = dict(plain(cfg) or {})
+    if not c.get("embeddings"):
+        raise ClusterConfigError("embeddings is not set: pass embeddings=path/to/embeddings.parquet")
+    emb_path = Path(str(c["embeddings"]))
+    out_dir = Path(str(c["out_dir"])) if c.get("out_dir") else emb_path.parent
+    t = time.perf_counter()
+    ids, matrix = load_embeddings(emb_path)
+    load_seconds = time.perf_counter() - t
+    clusterer = SegmentClusterer.from_config(c.get("cluster") or {})
+    clusterer.fit(matrix, ids)
+    del matrix
+    t = time.perf_counter()
+    id_col = _embeddings_id_col(emb_path)
+    paths = write_cluster_outputs(clusterer, out_dir, id_col=id_col, config=c.get("cluster"),
+                                  **_embeddings_provenance(emb_path))
+    m = clusterer.metrics_
+    stab = m.get("stability") or {}
+    return {
+        **paths,
+        "rows": m["n_customers"], "n_clusters": m["n_clusters"], "noise_share": m["noise_share"],
+        "cluster_sizes": m["cluster_sizes"], "relative_validity": m["relative_validity"],
+        "silhouette": m["silhouette"], "chosen": m["chosen"], "selection": m["selection"]["status"],
+        "stability_ari_mean": stab.get("ari_mean"), "unstable_segments": stab.get("unstable_segments"),
+        "load_seconds": round(load_seconds, 3), "write_seconds": round(time.perf_counter() - t, 3),
+        "seconds": round(time.perf_counter() - started, 3),
+    }

@@ -1,0 +1,257 @@
+"""A fitted SegmentClusterer saved to, and loaded from, one file that cannot run code.
+
+One NPZ file (a zip of .npy arrays), read back with np.load(allow_pickle=False): nothing in
+it can run code when loaded. Members: "__header__" and "meta" (UTF-8 JSON as uint8 arrays),
+"scaler"/"reducer" (skops bytes, loaded against SKOPS_TRUSTED_TYPES only), the fitted HDBSCAN
+as plain arrays ("hdbscan.*") rebuilt into an hdbscan.HDBSCAN on load, "label_order", "relabel".
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from eventseg import __version__
+from eventseg.artifacts import atomic_path, sidecar_path, write_sidecar
+from eventseg.cluster.hdbscan_state import _hdbscan_state, _rebuild_hdbscan
+from eventseg.cluster.inputs import ClusterConfigError, ClustererFileError
+from eventseg.cluster.npz import _int_array, _json_bytes, _read_json
+from eventseg.cluster.placement import NOISE, _Placer
+from eventseg.cluster.reducers import _Identity
+from eventseg.safe_skops import SKOPS_DATA_TYPES, skops_dumps_checked, skops_loads_checked
+
+if TYPE_CHECKING:
+    from eventseg.cluster.estimator import SegmentClusterer
+
+FORMAT = "eventseg.cluster.SegmentClusterer"
+FORMAT_VERSION = 2  # 1: pickle (no longer loaded); 2: NPZ arrays + JSON + skops
+CLUSTERER_FILE = "clusterer.npz"
+LEGACY_CLUSTERER_FILE = "clusterer.pkl"  # the old pickle format: recognised, never loaded
+HEADER_KEY = "__header__"
+
+# the clusterer's fitted scaler and reducer: exactly these types (and SKOPS_DATA_TYPES)
+SCALER_REDUCER_TYPES = (
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.decomposition._pca.PCA",
+)
+SKOPS_TRUSTED_TYPES = SKOPS_DATA_TYPES + SCALER_REDUCER_TYPES
+
+_INIT_ARGS = (
+    "reducer", "n_components", "scaler", "min_cluster_size", "min_samples", "cluster_selection_method",
+    "min_segment_share", "min_segment_size", "max_noise_share", "n_segments", "fit_sample_size",
+    "sweep_min_cluster_size_shares", "sweep_min_samples", "n_resamples", "resample_share", "unstable_jaccard",
+    "silhouette_sample_size", "chunk_size", "n_jobs", "seed", "umap_kwargs",
+)
+
+
+def _lib_versions() -> dict:
+    import hdbscan
+    import sklearn
+
+    return {"hdbscan_version": _hdbscan_version(hdbscan), "sklearn_version": sklearn.__version__,
+            "numpy_version": np.__version__}
+
+
+def _hdbscan_version(hdbscan) -> str | None:
+    version = getattr(hdbscan, "__version__", None)
+    if version is None:
+        try:
+            from importlib.metadata import version as dist_version
+
+            version = dist_version("hdbscan")
+        except Exception:  # pragma: no cover - not installed as a distribution
+            version = None
+    return version
+
+
+def _header() -> dict:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "eventseg_version": __version__, **_lib_versions()}
+
+
+_UMAP_MESSAGE = (
+    "a clusterer with reducer='umap' cannot be saved: a fitted UMAP model can only be stored with pickle "
+    "(numba functions, a pynndescent index), and eventseg never writes or loads pickle because loading one can "
+    "run arbitrary code. Use reducer='pca' (the default) or reducer='none' for a clusterer you want to save and "
+    "reuse with SegmentClusterer.load().")
+
+
+def _transform_state(obj, name: str, setting) -> tuple[dict, bytes | None]:
+    """(JSON description, skops bytes or None) of a fitted scaler/reducer, or ClusterConfigError."""
+    if isinstance(obj, _Identity):
+        return {"kind": "identity"}, None
+    if setting == "umap" or type(obj).__module__.split(".")[0] == "umap":
+        raise ClusterConfigError(_UMAP_MESSAGE)
+    type_name = f"{type(obj).__module__}.{type(obj).__name__}"
+    remedy = (f"Only StandardScaler, PCA and 'none' are saved (scaler='standard'|'none', reducer='pca'|'none'); "
+              f"a custom {name} object can be fitted and used in memory, but not saved.")
+    if type_name not in SCALER_REDUCER_TYPES:
+        raise ClusterConfigError(f"the fitted {name} ({type_name}) cannot be saved safely. {remedy}")
+    data = skops_dumps_checked(obj, SKOPS_TRUSTED_TYPES, f"the fitted {name}", ClusterConfigError, remedy)
+    return {"kind": "skops", "type": type_name}, data
+
+
+def _load_transform(meta, data: np.ndarray | None, name: str, what: str):
+    remedy = "Re-run cluster (python scripts/cluster.py embeddings=...) to write a new clusterer."
+    if not isinstance(meta, dict):
+        raise ClustererFileError(f"{what} is corrupt: no {name} description")
+    if meta.get("kind") == "identity":
+        return _Identity()
+    if meta.get("kind") != "skops" or data is None or data.dtype != np.uint8 or data.ndim != 1:
+        raise ClustererFileError(f"{what} is corrupt: the {name} is missing or of an unknown kind")
+    obj = skops_loads_checked(data.tobytes(), SKOPS_TRUSTED_TYPES, f"{what} ({name})", ClustererFileError, remedy)
+    type_name = f"{type(obj).__module__}.{type(obj).__name__}"
+    if type_name not in SCALER_REDUCER_TYPES:
+        raise ClustererFileError(f"{what} is corrupt: the {name} is a {type_name}, not one of {SCALER_REDUCER_TYPES}")
+    return obj
+
+
+def _payload(sc: SegmentClusterer) -> tuple[dict, dict[str, np.ndarray]]:
+    """(JSON metadata, named arrays) describing the fitted clusterer: no Python objects.
+    ClusterConfigError if a part cannot be stored in the safe format (UMAP, custom objects)."""
+    scaler_meta, scaler_bytes = _transform_state(sc.scaler_, "scaler", sc.scaler)
+    reducer_meta, reducer_bytes = _transform_state(sc.reducer_, "reducer", sc.reducer)
+    hdb_meta, hdb_arrays = _hdbscan_state(sc.hdbscan_)
+    params = {}
+    for k in _INIT_ARGS:
+        v = getattr(sc, k)
+        if k in ("reducer", "scaler") and not (v is None or isinstance(v, str)):
+            v = {"object": type(v).__name__}  # restored on load from the fitted (saved) object
+        params[k] = list(v) if isinstance(v, tuple) else v
+    meta = {
+        "params": params,
+        "scaler": scaler_meta, "reducer": reducer_meta, "hdbscan": hdb_meta,
+        "embedding_dim": int(sc.embedding_dim),
+        "min_cluster_size": int(sc.min_cluster_size_), "min_samples": int(sc.min_samples_),
+        "cluster_selection_method": str(sc.cluster_selection_method_),
+        "metrics": {k: v for k, v in getattr(sc, "metrics_", {}).items() if k not in ("sweep",)},
+    }
+    arrays = {"label_order": np.asarray(sc.label_order_, dtype=np.int64),
+              "relabel": np.asarray(sc._relabel, dtype=np.int64), **hdb_arrays}
+    if scaler_bytes is not None:
+        arrays["scaler"] = np.frombuffer(scaler_bytes, dtype=np.uint8)
+    if reducer_bytes is not None:
+        arrays["reducer"] = np.frombuffer(reducer_bytes, dtype=np.uint8)
+    try:
+        _json_bytes(params, strict=True)
+    except (TypeError, ValueError) as err:
+        raise ClusterConfigError(f"the clusterer settings cannot be saved as JSON ({err}); use plain values "
+                                 "(numbers, strings, lists) for umap_kwargs and the other settings") from None
+    return meta, arrays
+
+
+def _save(sc: SegmentClusterer, path: str | os.PathLike, **sidecar_fields: Any) -> Path:
+    sc._check_fitted()
+    path = Path(path)
+    meta, arrays = _payload(sc)  # before writing anything: an unsaveable clusterer leaves no file
+    members = {HEADER_KEY: _json_bytes(_header()), "meta": _json_bytes(meta), **arrays}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, **members)
+        stale = sidecar_path(path)
+        if stale.exists():
+            stale.unlink()
+    facts = {"format": FORMAT, "format_version": FORMAT_VERSION, "n_clusters": sc.n_clusters_,
+             "embedding_dim": int(sc.embedding_dim), "min_cluster_size": sc.min_cluster_size_,
+             "min_samples": sc.min_samples_, "cluster_selection_method": sc.cluster_selection_method_}
+    write_sidecar(path, **{**sidecar_fields, **facts})  # facts about the file win over caller fields
+    return path
+
+
+def _load(cls: type[SegmentClusterer], path: str | os.PathLike) -> SegmentClusterer:
+    path = Path(path)
+    if not path.exists():
+        legacy = path.with_name(LEGACY_CLUSTERER_FILE)
+        hint = (f"; {legacy} is an old pickle clusterer, which this eventseg no longer loads (unpickling can "
+                "run code): re-run cluster (python scripts/cluster.py embeddings=...) to write the new format"
+                if path.name == CLUSTERER_FILE and legacy.exists() else " (run scripts/cluster.py to create it)")
+        raise FileNotFoundError(f"clusterer not found: {path}{hint}")
+    if path.is_dir():
+        raise ClustererFileError(f"{path} is a directory, not a saved eventseg clusterer")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:1] == b"\x80":
+        raise ClustererFileError(
+            f"{path} is a pickle (an eventseg clusterer from before format {FORMAT_VERSION}, or something else): "
+            "it is not loaded, because unpickling a file can run arbitrary code. Re-run cluster "
+            "(python scripts/cluster.py embeddings=...) to write the safe format.")
+    if magic != b"PK\x03\x04":
+        raise ClustererFileError(f"{path} is not a saved eventseg clusterer (not an NPZ archive)")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise ClustererFileError(f"{path} is not a saved eventseg clusterer, or is truncated "
+                                 f"({type(err).__name__}: {err}); re-run cluster") from None
+    with npz:
+        try:
+            header = _read_json(npz, HEADER_KEY)
+        except Exception:
+            header = None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise ClustererFileError(f"{path} is not a saved eventseg clusterer (no {FORMAT} header)")
+        fv, ev = header.get("format_version"), header.get("eventseg_version")
+        if fv != FORMAT_VERSION or ev != __version__:
+            raise ClustererFileError(
+                f"{path} was saved by eventseg {ev} (clusterer format {fv}); this is eventseg {__version__} "
+                f"(format {FORMAT_VERSION}). Re-run cluster (python scripts/cluster.py embeddings=...) to refit it.")
+        for lib, now in _lib_versions().items():
+            if header.get(lib) and header[lib] != now:
+                warnings.warn(f"{path} was saved with {lib} {header[lib]}, this environment has {now}; "
+                              "if loading or predictions fail, re-run cluster", stacklevel=3)
+        try:
+            meta = _read_json(npz, "meta")
+            arrays = {k: npz[k] for k in npz.files if k not in (HEADER_KEY, "meta")}
+        except Exception as err:  # a bad member: zip CRC, short read, an object (pickled) array
+            raise ClustererFileError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}); "
+                                     "re-run cluster") from None
+    try:
+        return _from_payload(cls, meta, arrays, path)
+    except ClustererFileError:
+        raise
+    except Exception as err:
+        raise ClustererFileError(f"{path} is corrupt: its contents do not describe a fitted clusterer "
+                                 f"({type(err).__name__}: {err}); re-run cluster") from None
+
+
+def _from_payload(cls: type[SegmentClusterer], meta: dict, arrays: dict[str, np.ndarray],
+                  path: Path) -> SegmentClusterer:
+    if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict):
+        raise ClustererFileError(f"{path} is corrupt: no clusterer settings")
+    params = dict(meta["params"])
+    objects = {k: params.pop(k) for k in ("reducer", "scaler") if isinstance(params.get(k), dict)}
+    sc = cls.__new__(cls)
+    cls.__init__(sc, **{k: v for k, v in params.items() if k in _INIT_ARGS})
+    what = str(path)
+    sc.scaler_ = _load_transform(meta.get("scaler"), arrays.get("scaler"), "scaler", what)
+    sc.reducer_ = _load_transform(meta.get("reducer"), arrays.get("reducer"), "reducer", what)
+    for k in objects:  # a custom (allowlisted) object was passed: an unfitted copy of the saved one
+        from sklearn.base import clone
+
+        setattr(sc, k, clone(getattr(sc, k + "_")))
+    sc.hdbscan_ = _rebuild_hdbscan(meta["hdbscan"], arrays, what)
+    n_fit = len(sc.hdbscan_.labels_)
+    k = int(sc.hdbscan_.labels_.max()) + 1 if n_fit else 0
+    order = _int_array(arrays, "label_order", what, shape=(k,))
+    if not np.array_equal(np.sort(order), np.arange(k)):
+        raise ClustererFileError(f"{what} is corrupt: label_order is not a permutation of the {k} clusters")
+    relabel = np.full(k + 1, NOISE, dtype=np.int64)
+    relabel[order + 1] = np.arange(k)
+    if not np.array_equal(_int_array(arrays, "relabel", what, shape=(k + 1,)), relabel):
+        raise ClustererFileError(f"{what} is corrupt: relabel does not match label_order")
+    sc.label_order_, sc._relabel = order, relabel
+    sc.embedding_dim = int(meta["embedding_dim"])
+    if sc.embedding_dim < 1:
+        raise ClustererFileError(f"{what} is corrupt: embedding_dim={sc.embedding_dim}")
+    sc.min_cluster_size_, sc.min_samples_ = int(meta["min_cluster_size"]), int(meta["min_samples"])
+    sc.cluster_selection_method_ = str(meta["cluster_selection_method"])
+    sc.saved_metrics_ = meta.get("metrics") or {}
+    # built now, so a file whose trees do not fit together is refused here, not at the first predict
+    sc._placer = _Placer(sc.hdbscan_, sc.n_jobs)
+    probe = sc.transform(np.zeros((1, sc.embedding_dim), dtype=np.float32))
+    if probe.shape != (1, sc.hdbscan_._raw_data.shape[1]):
+        raise ClustererFileError(f"{what} is corrupt: the reducer gives {probe.shape[1]} dimensions, the "
+                                 f"HDBSCAN model was fitted on {sc.hdbscan_._raw_data.shape[1]}")
+    return sc
