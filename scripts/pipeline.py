@@ -16,7 +16,7 @@ def main(cfg: DictConfig) -> None:
     outputs = run_pipeline(cfg)
     print("outputs:")
     for name, path in outputs.items():
-        print(f"  {name:<12} {path}")
+        print(f"  {name:<26} {path}")
 
 
 if __name__ == "__main__":

@@ -248,3 +248,16 @@ def test_score_reproduces_the_runs_own_customers(finished_run, tmp_path, tiny_ev
     assert (own[tiers] == again[tiers]).all().all()
     # HDBSCAN's own labels for its fit sample vs approximate placement of the same points: measured 299 of 300
     assert (own["segment"] == again["segment"]).mean() >= 0.99
+
+
+def test_default_synthetic_run_passes_the_checks_before_its_data_exist(tmp_path):
+    """`make run` on a fresh clone: labels and truth are generated with the events, so their
+    absence before the first run is not an error."""
+    from eventseg.pipeline import check_pipeline_config
+    from test_train import CONFIGS
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="pipeline", overrides=[f"paths.root_dir={tmp_path}", f"out_dir={tmp_path}/run"])
+    assert cfg.labels.path and not os.path.exists(cfg.labels.path)
+    check_pipeline_config(cfg)

@@ -54,6 +54,11 @@ class TrainingSummary(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if self._epoch_start is not None and self._val_start is not None and not trainer.sanity_checking:
             self._epoch_start += time.perf_counter() - self._val_start  # validation time is not training time
+        loss = trainer.callback_metrics.get("val/loss")
+        if trainer.is_global_zero and not trainer.sanity_checking and loss is not None:
+            # one line per epoch: the log shows progress even with the progress bar off
+            print(f"[train] epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  step {trainer.global_step}  "
+                  f"val/loss {float(loss):.4f}", flush=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._epoch_start is not None:

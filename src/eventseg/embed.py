@@ -39,6 +39,7 @@ from eventseg.checkpoint import TrainedModel, load_checkpoint
 from eventseg.data.datamodule import CustomerSequences, keep_batch
 from eventseg.data.encoders import EventEncoders
 from eventseg.data.io import read_table
+from eventseg.data.schema import OUTPUT_ID
 from eventseg.data.store import SequenceStore
 from eventseg.data.validate import EventDataError
 from eventseg.errors import UserError
@@ -319,7 +320,7 @@ def missing_fields(missing: np.ndarray) -> dict:
 # ---- files ------------------------------------------------------------------------------
 
 
-def embeddings_frame(ids: np.ndarray, matrix: np.ndarray, id_col: str = "customer_id") -> pd.DataFrame:
+def embeddings_frame(ids: np.ndarray, matrix: np.ndarray, id_col: str = OUTPUT_ID) -> pd.DataFrame:
     """ids + one float32 vector per row (views into `matrix`, no copy)."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     vectors = np.empty(len(matrix), dtype=object)
@@ -328,7 +329,7 @@ def embeddings_frame(ids: np.ndarray, matrix: np.ndarray, id_col: str = "custome
     return pd.DataFrame({id_col: ids, EMBEDDING_COLUMN: vectors})
 
 
-def embeddings_table(ids: np.ndarray, matrix: np.ndarray, id_col: str = "customer_id") -> pa.Table:
+def embeddings_table(ids: np.ndarray, matrix: np.ndarray, id_col: str = OUTPUT_ID) -> pa.Table:
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     if matrix.ndim != 2:
         raise ValueError(f"embedding matrix must be 2-D [n, dim], got shape {matrix.shape}")
@@ -352,7 +353,7 @@ def write_embeddings(
     matrix: np.ndarray,
     path: str | os.PathLike,
     *,
-    id_col: str = "customer_id",
+    id_col: str = OUTPUT_ID,
     rows_per_part: int | None = DEFAULT_ROWS_PER_PART,
     row_group_size: int = 100_000,
     **sidecar_fields: Any,
@@ -411,7 +412,7 @@ def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             table = pq.read_table(f)
         except (pa.ArrowInvalid, OSError) as err:
             raise EmbeddingsFileError(f"{f} is not a readable Parquet file: {err}") from None
-        id_col = _id_column(table, f)
+        id_col = _id_column(table.schema, f)
         part_ids, matrix = _vectors(table, f, id_col)
         if dim is not None and matrix.shape[1] != dim:
             raise EmbeddingsFileError(f"{f} holds {matrix.shape[1]}-dimensional embeddings, earlier parts {dim}")
@@ -421,16 +422,22 @@ def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(ids), np.concatenate(blocks)
 
 
-def _id_column(table: pa.Table, f: Path) -> str:
-    names = table.column_names
+def embeddings_id_col(path: str | os.PathLike) -> str:
+    """The id column of an embeddings file or directory: OUTPUT_ID in eventseg's own, as named in others."""
+    f = embeddings_files(path)[0]
+    return _id_column(pq.read_schema(f), f)
+
+
+def _id_column(schema: pa.Schema, f: Path) -> str:
+    names = schema.names
     if EMBEDDING_COLUMN not in names:
         raise EmbeddingsFileError(f"{f} is not an embeddings file: no '{EMBEDDING_COLUMN}' column (columns: {names})")
-    meta = table.schema.metadata or {}
+    meta = schema.metadata or {}
     if ID_METADATA_KEY in meta and meta[ID_METADATA_KEY].decode() in names:
         return meta[ID_METADATA_KEY].decode()
     others = [c for c in names if c != EMBEDDING_COLUMN]
-    if "customer_id" in others:
-        return "customer_id"
+    if OUTPUT_ID in others:
+        return OUTPUT_ID
     if len(others) != 1:
         raise EmbeddingsFileError(f"{f}: cannot tell which column holds the customer ids among {others}")
     return others[0]
@@ -480,7 +487,7 @@ class EmbeddingWriter(BasePredictionWriter):
     """
 
     def __init__(self, store: SequenceStore, path: str | os.PathLike, embedding_dim: int, *,
-                 rows: np.ndarray | None = None, id_col: str = "customer_id",
+                 rows: np.ndarray | None = None, id_col: str = OUTPUT_ID,
                  rows_per_part: int | None = DEFAULT_ROWS_PER_PART, sidecar_fields: dict | None = None):
         super().__init__(write_interval="batch")
         self.store, self.path, self.id_col = store, Path(path), id_col
@@ -535,10 +542,10 @@ def predict_loader(store: SequenceStore, batches: list[np.ndarray], num_workers:
 
 def _read_customer_ids(path: str | os.PathLike, id_col: str) -> np.ndarray:
     df = read_table(path, "customers")
-    for col in ("customer_id", id_col):
+    for col in (OUTPUT_ID, id_col):
         if col in df.columns:
             return df[col].to_numpy()
-    raise EventDataError([f"column 'customer_id' (or '{id_col}') is missing from the customers file {path}; available: {sorted(map(str, df.columns))}"])
+    raise EventDataError([f"column '{OUTPUT_ID}' (or '{id_col}') is missing from the customers file {path}; available: {sorted(map(str, df.columns))}"])
 
 
 def embed_from_config(cfg, source=None) -> dict:

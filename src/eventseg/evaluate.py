@@ -39,7 +39,7 @@ from eventseg.artifacts import atomic_path, sidecar_path, write_json
 from eventseg.config import plain
 from eventseg.data.io import read_events, read_table
 from eventseg.data.labels import build_labels
-from eventseg.data.schema import EventSchema
+from eventseg.data.schema import EventSchema, id_key
 from eventseg.data.sources import completejourney_demographic_labels, resolve_source, source_files
 from eventseg.data.split import SPLITS, TEST, TRAIN, VAL, assign_splits
 from eventseg.features import AggregateFeatureBuilder, as_validated
@@ -142,8 +142,7 @@ def _probe_labels(tables: Sequence[pd.DataFrame], ids: np.ndarray, id_col: str) 
     """The binary label columns of every table, aligned to `ids` (NaN = unlabelled), and a report."""
     aligned, reports = [], []
     for table in tables:
-        key = id_col if id_col in table.columns else "customer_id"
-        values, report = align_to_ids(ids, table, key, "labels")
+        values, report = align_to_ids(ids, table, id_key(table.columns, id_col), "labels")
         clash = sorted(set(values.columns) & {c for a in aligned for c in a.columns})
         if clash:
             raise ValueError(f"label column(s) {clash} come from more than one labels table: rename one")
@@ -243,8 +242,7 @@ def evaluate_probes(
     if truth is not None:
         wanted = [f"p_{c}" for c in label_table.columns if f"p_{c}" in truth.columns]
         if wanted:
-            key = schema.id_col if schema.id_col in truth.columns else "customer_id"
-            oracle, _ = align_to_ids(ids, truth, key, "truth", columns=wanted)
+            oracle, _ = align_to_ids(ids, truth, id_key(truth.columns, schema.id_col), "truth", columns=wanted)
 
     results, skipped = {}, dict(label_report["skipped"])
     with threadpool_limits(limits=threads) if threads else contextlib.nullcontext():

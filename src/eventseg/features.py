@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from eventseg.data.schema import EventSchema
+from eventseg.data.schema import OUTPUT_ID, EventSchema
 from eventseg.data.validate import validate_events
 
 NS_PER_HOUR = 3_600 * 10**9
@@ -288,7 +288,7 @@ def write_aggregates(builder: AggregateFeatureBuilder, table: pd.DataFrame, out_
     from eventseg.artifacts import write_json, write_parquet
 
     out_dir = Path(out_dir)
-    write_parquet(table.rename_axis("customer_id").reset_index(), out_dir / AGGREGATES_FILE)
+    write_parquet(table.rename_axis(OUTPUT_ID).reset_index(), out_dir / AGGREGATES_FILE)
     write_json(builder.to_dict(), out_dir / AGGREGATES_BUILDER_FILE)
 
 
@@ -299,5 +299,5 @@ def read_aggregates(out_dir, schema: EventSchema) -> tuple[AggregateFeatureBuild
 
     out_dir = Path(out_dir)
     builder = AggregateFeatureBuilder.from_dict(json.loads((out_dir / AGGREGATES_BUILDER_FILE).read_text()))
-    table = pd.read_parquet(out_dir / AGGREGATES_FILE).set_index("customer_id").rename_axis(schema.id_col)
+    table = pd.read_parquet(out_dir / AGGREGATES_FILE).set_index(OUTPUT_ID).rename_axis(schema.id_col)
     return builder, table

@@ -25,7 +25,7 @@ from eventseg.cluster import cluster_from_config
 from eventseg.config import check_cutoff, check_training_config, check_writable, plain
 from eventseg.data.io import read_events, read_table
 from eventseg.data.labels import build_labels
-from eventseg.data.schema import EventSchema
+from eventseg.data.schema import OUTPUT_ID, EventSchema, id_key
 from eventseg.data.sources import resolve_source, source_files
 from eventseg.data.split import TRAIN
 from eventseg.data.validate import validate_events
@@ -36,7 +36,7 @@ from eventseg.hybrid import HYBRID_FILE, REPRESENTATIONS, HybridFeatures
 from eventseg.prepare import PreparedData, prepare_from_config
 from eventseg.propensity import evaluate_propensity
 from eventseg.report import build_report
-from eventseg.runs import RunLock, mark_running, write_manifest
+from eventseg.runs import MANIFEST, RunLock, mark_running, write_manifest
 from eventseg.segments import attach_names, build_customers, profile_segments
 from eventseg.model_index import record_trained_model, reuse_trained_model
 from eventseg.stages import Stage, StageRunner
@@ -66,9 +66,10 @@ def check_pipeline_config(cfg: DictConfig) -> None:
     resolve_path = cfg.data.get("source", "file") == "file"
     if resolve_path and not cfg.data.get("path"):
         raise ConfigError("data.path is not set: point it at a Parquet file/directory or a CSV file of events")
+    generated = cfg.data.get("source") == "synthetic"  # the generator writes labels and truth with the events
     for key in ("path", "truth_path"):
         path = cfg.labels.get(key)
-        if path and not Path(path).exists():
+        if path and not generated and not Path(path).exists():
             raise ConfigError(f"labels.{key}={path} does not exist: point it at a Parquet/CSV table of customer_id + outcomes")
 
 
@@ -212,7 +213,7 @@ class PipelineRun:
 
     def propensity_stage(self) -> None:
         """Heads on the representation plus both baselines; scores for every customer."""
-        p, labels_cfg, id_col = self.paths, self.cfg.labels, self.cfg.data.id_col
+        p, labels_cfg = self.paths, self.cfg.labels
         ids, matrix = load_embeddings(p["features"])
         labels = read_table(labels_cfg.path, "labels") if labels_cfg.get("path") else None
         result = evaluate_propensity(
@@ -221,18 +222,18 @@ class PipelineRun:
             cutoff=self.cfg.data.get("cutoff"), horizon_days=int(labels_cfg.horizon_days),
             aggregates=self.aggregates[1], splits=self.split_codes(np.asarray(ids)),
         )
-        scores = result["scores"].rename(columns={id_col: "customer_id"})
+        scores = result["scores"]
         for name in BASELINES:  # kept beside the heads' scores for the report's gain and calibration charts
             base = result["baseline_scores"][name]
             for col in [c for c in base.columns if c.startswith(("p_", "pred_"))]:
                 scores[f"{name}__{col}"] = base[col].to_numpy()
         if labels is not None:
-            labels = labels.rename(columns={id_col: "customer_id"})
+            key = id_key(labels.columns, self.schema.id_col)
             binary = result["metrics"]["labels"]["binary"]
-            aligned = labels.drop_duplicates("customer_id").set_index("customer_id")[binary]
+            aligned = labels.drop_duplicates(key).set_index(key)[binary]
             aligned.index = aligned.index.astype(str)
             for label in binary:
-                scores[f"y__{label}"] = aligned[label].reindex(scores["customer_id"].astype(str)).to_numpy()
+                scores[f"y__{label}"] = aligned[label].reindex(scores[OUTPUT_ID].astype(str)).to_numpy()
         result["heads"].save(self.out / "heads")
         write_parquet(scores, p["propensity_scores.parquet"])
         write_sidecar(p["propensity_scores.parquet"], rows=len(scores), heads=plain(self.cfg.heads))
@@ -244,7 +245,7 @@ class PipelineRun:
         scores = None
         if self.has_labels:
             all_scores = pd.read_parquet(p["propensity_scores.parquet"])
-            scores = all_scores[["customer_id"] + [c for c in all_scores.columns if c.startswith(("p_", "pred_"))]]
+            scores = all_scores[[OUTPUT_ID] + [c for c in all_scores.columns if c.startswith(("p_", "pred_"))]]
         _, features = self.aggregates
         customers = build_customers(clusters, scores)
         monetary = f"{self.schema.amount_col}_sum" if self.schema.amount_col else None
@@ -304,9 +305,9 @@ def check_labels(run: PipelineRun) -> None:
         return
     labels = read_table(path, "labels")
     id_col = run.schema.id_col
-    key = id_col if id_col in labels.columns else "customer_id" if "customer_id" in labels.columns else None
-    if key is None:
-        raise ConfigError(f"labels file {path} has no id column '{id_col}' (or 'customer_id'); "
+    key = id_key(labels.columns, id_col)
+    if key not in labels.columns:
+        raise ConfigError(f"labels file {path} has no id column '{id_col}' (or '{OUTPUT_ID}'); "
                           f"its columns: {sorted(map(str, labels.columns))}")
     known = set(pd.Index(np.asarray(run.prepared.store.customer_ids)).astype(str))
     ids = pd.Index(labels[key].dropna().unique()).astype(str)
@@ -333,4 +334,4 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Path]:
             if stage.name == "prepare":
                 check_labels(run)
         write_manifest(run.out, runner.fingerprints, config=plain(cfg))
-    return {"checkpoint": run.checkpoint, **{k: v for k, v in run.paths.items() if v.exists()}}
+    return {"manifest": run.out / MANIFEST, "checkpoint": run.checkpoint, **{k: v for k, v in run.paths.items() if v.exists()}}

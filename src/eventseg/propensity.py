@@ -45,7 +45,7 @@ from eventseg.safe_skops import SKOPS_DATA_TYPES, skops_dumps_checked, skops_loa
 from eventseg.errors import UserError
 from eventseg.data.encoders import signed_log1p
 from eventseg.data.labels import build_labels
-from eventseg.data.schema import EventSchema
+from eventseg.data.schema import OUTPUT_ID, EventSchema, id_key
 from eventseg.data.split import SPLITS, TEST, TRAIN, VAL, assign_splits
 from eventseg.features import RFM_COLUMNS, AggregateFeatureBuilder, as_validated, rfm_from_aggregates
 
@@ -741,7 +741,7 @@ def evaluate_propensity(
     aggregates, splits: a run's own aggregate table (indexed by id, built as of `cutoff`) and
         split codes per id; given, the baselines use them instead of rebuilding either.
 
-    Returns {"metrics": JSON-ready dict, "scores": DataFrame for every customer (id, split,
+    Returns {"metrics": JSON-ready dict, "scores": DataFrame for every customer (OUTPUT_ID, split,
     p_<label>, pred_<target>), "baseline_scores": {name: DataFrame}, "heads": the fitted
     PropensityHeads, "baselines": {name: PropensityHeads}}.
     """
@@ -757,8 +757,7 @@ def evaluate_propensity(
         if cutoff is None:
             raise ValueError("no labels: pass a labels table (labels.path) or a cutoff to build them from the events")
         labels_df = build_labels(events, schema, cutoff, horizon_days, amount_col=schema.amount_col)
-    id_col = schema.id_col if schema.id_col in labels_df.columns else "customer_id"
-    labels, label_report = align_to_ids(ids, labels_df, id_col, "labels")
+    labels, label_report = align_to_ids(ids, labels_df, id_key(labels_df.columns, schema.id_col), "labels")
     binary, continuous, skipped = label_kinds(labels)
     if not binary and not continuous:
         raise ValueError(f"labels table has no usable label column: {skipped}")
@@ -798,8 +797,7 @@ def evaluate_propensity(
     if truth is not None:
         wanted = [f"p_{c}" for c in binary] + [f"expected_{c}" for c in continuous]
         present = [c for c in wanted if c in truth.columns]
-        truth_id = schema.id_col if schema.id_col in truth.columns else "customer_id"
-        oracle, truth_report = align_to_ids(ids, truth, truth_id, "truth", columns=present)
+        oracle, truth_report = align_to_ids(ids, truth, id_key(truth.columns, schema.id_col), "truth", columns=present)
     results: dict[str, dict] = {}
     for label in binary + continuous:
         y = labels[label].to_numpy()
@@ -831,7 +829,7 @@ def evaluate_propensity(
         metrics["truth"] = truth_report
 
     def framed(scores: pd.DataFrame) -> pd.DataFrame:
-        return pd.concat([pd.DataFrame({schema.id_col: ids, "split": np.asarray(SPLITS)[splits]}), scores], axis=1)
+        return pd.concat([pd.DataFrame({OUTPUT_ID: ids, "split": np.asarray(SPLITS)[splits]}), scores], axis=1)
 
     return {
         "metrics": metrics,

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from eventseg.artifacts import atomic_path  # noqa: E402
+from eventseg.data.schema import OUTPUT_ID  # noqa: E402
 
 MAP_POINTS = 20_000  # points drawn in the embedding map; more only blurs it
 
@@ -51,7 +52,7 @@ def embedding_map(ids: np.ndarray, matrix: np.ndarray, customers: pd.DataFrame, 
     rng = np.random.default_rng(seed)
     take = rng.choice(len(ids), min(len(ids), MAP_POINTS), replace=False)
     xy = PCA(n_components=2, random_state=seed).fit_transform(matrix[take])
-    segment = customers.set_index("customer_id").loc[ids[take], "segment"].to_numpy()
+    segment = customers.set_index(OUTPUT_ID).loc[ids[take], "segment"].to_numpy()
     colors = _segment_colors(segment)
     fig, ax = plt.subplots(figsize=(7, 5.5))
     for s in sorted(colors):

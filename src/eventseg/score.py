@@ -14,6 +14,7 @@ from eventseg.checkpoint import run_checkpoint
 from eventseg.cluster import CLUSTERER_FILE, SegmentClusterer
 from eventseg.embed import Embedder
 from eventseg.data.io import read_events
+from eventseg.data.schema import OUTPUT_ID
 from eventseg.features import rfm_features
 from eventseg.hybrid import HYBRID_FILE, HybridFeatures
 from eventseg.propensity import PropensityHeads
@@ -46,7 +47,7 @@ def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.D
         if heads.config["concat_rfm"]:
             frame = read_events(events, embedder.encoders.schema) if frame is None else frame
             rfm = rfm_features(frame, embedder.encoders.schema, as_of=cutoff).reindex(ids)
-        scores = pd.concat([pd.DataFrame({"customer_id": ids}), heads.scores(matrix, rfm)], axis=1)
+        scores = pd.concat([pd.DataFrame({OUTPUT_ID: ids}), heads.scores(matrix, rfm)], axis=1)
         tier_cuts = tier_cut_points(pd.read_parquet(run / "customers.parquet"))
     customers = build_customers(clusters, scores, tier_cuts=tier_cuts)
     return attach_names(customers, pd.read_parquet(run / "segments.parquet"))

@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from eventseg.data.schema import OUTPUT_ID
 from eventseg.features import OTHER
 
 UNSEGMENTED = -1
@@ -31,9 +32,9 @@ def build_customers(clusters: pd.DataFrame, scores: pd.DataFrame | None = None, 
     out["segment"] = np.where(out["is_noise"], UNSEGMENTED, out["segment"]).astype(np.int64)
     out["is_outlier"] = out["is_noise"].astype(bool)
     if scores is not None:
-        if scores["customer_id"].duplicated().any():
+        if scores[OUTPUT_ID].duplicated().any():
             raise ValueError("propensity scores hold a customer twice; expected one row per customer")
-        out = out.merge(scores, on="customer_id", how="left", validate="one_to_one")
+        out = out.merge(scores, on=OUTPUT_ID, how="left", validate="one_to_one")
         for col in [c for c in scores.columns if c.startswith("p_")]:
             cuts = tier_cuts[col] if tier_cuts else out[col].quantile(list(tier_quantiles)).to_numpy()
             tier = np.select([out[col] >= cuts[1], out[col] >= cuts[0]], ["high", "medium"], "low")
@@ -53,7 +54,7 @@ def profile_segments(customers: pd.DataFrame, features: pd.DataFrame, monetary: 
     monetary and tenure as medians relative to all customers (`<x>_vs_all`), and the shares
     of categories, channels and times of day that the segment over-indexes on.
     """
-    feats = features.reindex(customers["customer_id"].to_numpy())
+    feats = features.reindex(customers[OUTPUT_ID].to_numpy())
     core = pd.DataFrame({
         "recency": feats["recency_days"].to_numpy(),
         "frequency": feats["n_events"].to_numpy(),

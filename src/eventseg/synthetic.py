@@ -51,6 +51,7 @@ import pandas as pd
 
 from eventseg.artifacts import write_parquet, write_sidecar
 
+ID_COL = "customer_id"  # the synthetic tables' own id column (configs/data/synthetic.yaml), not eventseg's OUTPUT_ID
 EVENT_TYPES = ("view", "cart", "purchase", "return")
 CHANNELS = ("web", "app", "store")
 # Ordered by overall popularity (Zipf rank) with a typical basket price for each.
@@ -328,7 +329,7 @@ def generate_synthetic(
     )
     events = pd.DataFrame(
         {
-            "customer_id": customer_id[cust[perm]].astype(np.int64),
+            ID_COL: customer_id[cust[perm]].astype(np.int64),
             "ts": ts,
             "event_type": _strings(etype[perm], EVENT_TYPES),
             "category": _strings(cat[perm], CATEGORIES),
@@ -370,7 +371,7 @@ def generate_synthetic(
     )
     labels = pd.DataFrame(
         {
-            "customer_id": customer_id,
+            ID_COL: customer_id,
             f"purchase_within_{H}d": purchased.astype(np.int64),
             f"churn_{H}d": (~active).astype(np.int64),
             f"spend_{H}d": spend,
@@ -378,7 +379,7 @@ def generate_synthetic(
     )
     truth = pd.DataFrame(
         {
-            "customer_id": customer_id,
+            ID_COL: customer_id,
             "archetype": _strings(arch, ARCHETYPE_NAMES),
             f"p_purchase_within_{H}d": p_purchase,
             f"p_churn_{H}d": 1.0 - p_active,

@@ -28,6 +28,7 @@ from eventseg.cluster.selection import (
     _choose_params,
 )
 from eventseg.config import plain
+from eventseg.data.schema import OUTPUT_ID
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +290,7 @@ class SegmentClusterer:
     def fit_predict(self, embeddings, ids=None) -> np.ndarray:
         return self.fit(embeddings, ids).labels_
 
-    def assignments(self, id_col: str = "customer_id") -> pd.DataFrame:
+    def assignments(self, id_col: str = OUTPUT_ID) -> pd.DataFrame:
         """One row per fitted customer: id, cluster, membership_strength, outlier_score, is_noise."""
         self._check_fitted()
         if not hasattr(self, "labels_"):

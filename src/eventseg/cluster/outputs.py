@@ -14,12 +14,13 @@ from eventseg.cluster.inputs import ClusterConfigError
 from eventseg.cluster.persistence import CLUSTERER_FILE
 from eventseg.cluster.selection import SWEEP_FILE
 from eventseg.config import plain
+from eventseg.data.schema import OUTPUT_ID
 
 CLUSTERS_FILE = "clusters.parquet"
 METRICS_FILE = "cluster_metrics.json"
 
 
-def write_cluster_outputs(clusterer: SegmentClusterer, out_dir: str | os.PathLike, *, id_col: str = "customer_id",
+def write_cluster_outputs(clusterer: SegmentClusterer, out_dir: str | os.PathLike, *, id_col: str = OUTPUT_ID,
                           **provenance: Any) -> dict[str, str]:
     """clusterer.npz, clusters.parquet, cluster_metrics.json, cluster_sweep.csv under out_dir, each
     written atomically (temporary name, then rename) with a `<name>.json` sidecar."""
@@ -50,28 +51,6 @@ def _atomic(path: Path, write) -> None:
             stale.unlink()
 
 
-def _embeddings_id_col(path: Path) -> str:
-    """The id column named in an eventseg embeddings file (customer_id if unstated)."""
-    try:
-        import pyarrow.parquet as pq
-
-        f = path
-        if path.is_dir():
-            parts = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_")))
-            if not parts:
-                return "customer_id"
-            f = parts[0]
-        schema = pq.read_schema(f)
-        meta = schema.metadata or {}
-        col = meta.get(b"eventseg.id_col", b"").decode()
-        if col in schema.names:
-            return col
-        others = [c for c in schema.names if c != "embedding"]
-        return "customer_id" if "customer_id" in others or len(others) != 1 else others[0]
-    except Exception:
-        return "customer_id"
-
-
 def _embeddings_provenance(path: Path) -> dict:
     side = sidecar_path(path)
     info: dict[str, Any] = {"embeddings": str(path)}
@@ -90,7 +69,7 @@ def _embeddings_provenance(path: Path) -> dict:
 def cluster_from_config(cfg) -> dict:
     """The cluster stage as scripts call it. Keys: embeddings (file or directory of parts), out_dir
     (default: the embeddings' folder), cluster (the cluster group). Returns paths and metrics."""
-    from eventseg.embed import load_embeddings  # lazy: the stage only needs the reader
+    from eventseg.embed import embeddings_id_col, load_embeddings  # lazy: the stage only needs the reader
 
     started = time.perf_counter()
     c = dict(plain(cfg) or {})
@@ -105,8 +84,7 @@ def cluster_from_config(cfg) -> dict:
     clusterer.fit(matrix, ids)
     del matrix
     t = time.perf_counter()
-    id_col = _embeddings_id_col(emb_path)
-    paths = write_cluster_outputs(clusterer, out_dir, id_col=id_col, config=c.get("cluster"),
+    paths = write_cluster_outputs(clusterer, out_dir, id_col=embeddings_id_col(emb_path), config=c.get("cluster"),
                                   **_embeddings_provenance(emb_path))
     m = clusterer.metrics_
     stab = m.get("stability") or {}

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from eventseg.data.schema import OUTPUT_ID
+
 NOISE = -1
 
 
@@ -123,7 +125,7 @@ class ClusterPrediction:
     def is_noise(self) -> np.ndarray:
         return self.labels == NOISE
 
-    def to_frame(self, ids=None, id_col: str = "customer_id") -> pd.DataFrame:
+    def to_frame(self, ids=None, id_col: str = OUTPUT_ID) -> pd.DataFrame:
         n = len(self.labels)
         df = pd.DataFrame({
             id_col: np.arange(n) if ids is None else np.asarray(ids),

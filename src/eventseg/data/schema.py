@@ -8,12 +8,20 @@ from typing import Any, Mapping
 
 from eventseg.errors import UserError
 
+# Every output table of a run names its id column this, whatever the input calls it (data.id_col).
+OUTPUT_ID = "customer_id"
+
+
+def id_key(columns, id_col: str) -> str:
+    """The id column of an input table keyed by `id_col` (data.id_col) or by OUTPUT_ID: labels, truth."""
+    return id_col if id_col in columns else OUTPUT_ID
+
 
 @dataclass(frozen=True)
 class EventSchema:
     """One row per event: a customer id, a timestamp, categorical and numeric fields."""
 
-    id_col: str = "customer_id"
+    id_col: str = OUTPUT_ID  # by default the input already uses the output name
     time_col: str = "ts"
     categorical: tuple[str, ...] = field(default_factory=tuple)
     numeric: tuple[str, ...] = field(default_factory=tuple)
@@ -56,7 +64,7 @@ class EventSchema:
     def from_config(cls, cfg: Mapping[str, Any]) -> "EventSchema":
         """Build from a config mapping with keys id_col, time_col, categorical, numeric."""
         return cls(
-            id_col=str(cfg.get("id_col", "customer_id")),
+            id_col=str(cfg.get("id_col", OUTPUT_ID)),
             time_col=str(cfg.get("time_col", "ts")),
             categorical=tuple(str(c) for c in (cfg.get("categorical") or ())),
             numeric=tuple(str(c) for c in (cfg.get("numeric") or ())),
