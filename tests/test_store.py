@@ -113,3 +113,22 @@ def test_parallel_block_sort_equals_one_stable_sort(events, schema, monkeypatch)
     np.testing.assert_array_equal(blocked.timestamps, single.timestamps)
     np.testing.assert_array_equal(blocked.categorical, single.categorical)
     np.testing.assert_array_equal(blocked.numeric, single.numeric)
+
+
+def test_events_beyond_max_len_are_summarised_not_lost(schema):
+    """A customer with more than max_len events keeps the newest ones as events and the older
+    ones as `earlier`: their count, span, gap to the first kept event and amount sums."""
+    ts = pd.Timestamp("2025-01-01") + pd.to_timedelta([0, 2, 3, 10, 11, 12], unit="D")
+    events = pd.DataFrame({"customer_id": [1] * 6 + [2], "ts": list(ts) + [ts[0]],
+                           "event_type": ["view"] * 7, "category": ["a", "b"] * 3 + ["a"],
+                           "amount": [1.0, 2.0, np.nan, 4.0, 5.0, 6.0, 9.0]})
+    store = prepare_events(events, schema, max_len=3).store
+    assert store.earlier_features[:3] == ["earlier_log_events", "earlier_log_span_days", "earlier_log_gap_days"]
+    heavy, light = store.earlier[0], store.earlier[1]
+    np.testing.assert_allclose(heavy[:4], [np.log1p(3), np.log1p(3.0), np.log1p(7.0), np.log1p(3.0)], rtol=1e-6)
+    assert not light.any()  # nothing cut off: zeros
+    assert store.batch([0, 1]).earlier.shape == (2, 4)
+    # the summary changes when the cut-off part changes, the kept events being the same
+    more = events.copy()
+    more.loc[0, "amount"] = 100.0
+    assert prepare_events(more, schema, max_len=3).store.earlier[0, 3] > heavy[3]

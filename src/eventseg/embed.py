@@ -274,10 +274,7 @@ class Embedder:
 
 
 def _to_device(batch, device: torch.device, non_blocking: bool):
-    from eventseg.data.batch import EventBatch
-
-    return EventBatch(*(t.to(device, non_blocking=non_blocking) for t in
-                        (batch.categorical, batch.numeric, batch.lengths, batch.customer_index)))
+    return batch.apply(lambda t: t.to(device, non_blocking=non_blocking))
 
 
 # ---- requested customers ----------------------------------------------------------------

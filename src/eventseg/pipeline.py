@@ -28,6 +28,7 @@ from eventseg.data.labels import build_labels
 from eventseg.data.schema import OUTPUT_ID, EventSchema, id_key
 from eventseg.data.sources import resolve_source, source_files
 from eventseg.data.split import TRAIN
+from eventseg.data.store import STORE_FORMAT
 from eventseg.data.validate import validate_events
 from eventseg.embed import embed_from_config, load_embeddings, write_embeddings
 from eventseg.errors import ConfigError
@@ -132,7 +133,8 @@ class PipelineRun:
         scored = [p["propensity_scores.parquet"]] if self.has_labels else []
         stages = [
             Stage("prepare", lambda: prepare_from_config(cfg.data, self.out, source=self.events),
-                  config=data_settings(cfg.data), inputs=self.data_files, outputs=[p["prepared"]]),
+                  config={"data": data_settings(cfg.data), "store_format": STORE_FORMAT},
+                  inputs=self.data_files, outputs=[p["prepared"]]),
             Stage("aggregates", self.aggregates_stage,
                   config={"aggregates": plain(cfg.aggregates), "data": data_settings(cfg.data)},
                   inputs=[p["prepared"] / "splits.npy", *self.data_files],

@@ -6,7 +6,7 @@ padding; codes 1-3 are the unseen, rare and missing buckets; real values start a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -41,6 +41,7 @@ class EventBatch:
     numeric: torch.Tensor  # float32 [B, L, n_numeric]
     lengths: torch.Tensor  # int64 [B], each >= 1
     customer_index: torch.Tensor  # int64 [B], row of the customer in the sequence store
+    earlier: torch.Tensor | None = None  # float32 [B, n_earlier]: summary of events beyond max_len
 
     @property
     def mask(self) -> torch.Tensor:
@@ -51,10 +52,10 @@ class EventBatch:
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
 
+    def apply(self, fn) -> "EventBatch":
+        """The same batch with `fn` applied to every tensor (device moves, pinning)."""
+        return EventBatch(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
+                             for f in fields(self)})
+
     def pin_memory(self) -> "EventBatch":
-        return EventBatch(
-            self.categorical.pin_memory(),
-            self.numeric.pin_memory(),
-            self.lengths.pin_memory(),
-            self.customer_index.pin_memory(),
-        )
+        return self.apply(torch.Tensor.pin_memory)

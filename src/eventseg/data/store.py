@@ -19,12 +19,13 @@ import torch
 
 from eventseg.artifacts import atomic_path
 from eventseg.data.batch import EventBatch
-from eventseg.data.encoders import EventEncoders, TimeEncoder
+from eventseg.data.encoders import EventEncoders, TimeEncoder, signed_log1p
 from eventseg.data.schema import EventSchema
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: `earlier`, the summary of each customer's events beyond max_len
 _PARALLEL_SORT_MIN_ROWS = 1_000_000  # below this a thread pool costs more than it saves
-_ARRAYS = ("customer_ids", "offsets", "timestamps", "categorical", "numeric")
+_ARRAYS = ("customer_ids", "offsets", "timestamps", "categorical", "numeric", "earlier")
+EARLIER_TIME_FEATURES = ("earlier_log_events", "earlier_log_span_days", "earlier_log_gap_days")
 
 
 @dataclass
@@ -113,8 +114,10 @@ class SequenceStore:
     timestamps: np.ndarray  # int64 seconds [n_events]
     categorical: np.ndarray  # int16/int32 codes [n_events, n_categorical]
     numeric: np.ndarray  # float32 [n_events, n_numeric]
+    earlier: np.ndarray  # float32 [n_customers, n_earlier]: what max_len cut off (zeros when nothing)
     categorical_fields: list[str]
     numeric_features: list[str]
+    earlier_features: list[str]
     max_len: int
     path: Path | None = None  # set when loaded from disk: lets the store pickle as a re-open
 
@@ -157,6 +160,7 @@ class SequenceStore:
             numeric=torch.from_numpy(num),
             lengths=torch.from_numpy(lens),
             customer_index=torch.from_numpy(idx.copy()),
+            earlier=torch.from_numpy(np.asarray(self.earlier[idx], dtype=np.float32)),
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -172,6 +176,7 @@ class SequenceStore:
                 "n_events": self.n_events,
                 "categorical_fields": self.categorical_fields,
                 "numeric_features": self.numeric_features,
+                "earlier_features": self.earlier_features,
                 "max_len": self.max_len,
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -191,13 +196,50 @@ class SequenceStore:
             **arrays,
             categorical_fields=meta["categorical_fields"],
             numeric_features=meta["numeric_features"],
+            earlier_features=meta["earlier_features"],
             max_len=meta["max_len"],
             path=path if mmap else None,
         )
 
 
+def earlier_features(schema: EventSchema) -> list[str]:
+    """Names of the `earlier` columns: counts and timing, then the sum of each numeric field."""
+    return [*EARLIER_TIME_FEATURES, *(f"earlier_{c}_sum" for c in schema.numeric)]
+
+
+def summarise_earlier(df: pd.DataFrame, schema: EventSchema, events: SortedEvents, dropped: np.ndarray,
+                      first_kept_ts: np.ndarray) -> np.ndarray:
+    """[customers, n_earlier] float32 summary of the events `max_len` drops (all before the kept
+    ones): log count, log span and log gap to the first kept event in days, signed-log1p sums.
+
+    These precede every kept event, so a future-objective cut inside the kept sequence never
+    sees its own target window here: the summary is history at every cut.
+    """
+    n = len(events.counts)
+    out = np.zeros((n, len(EARLIER_TIME_FEATURES) + len(schema.numeric)), dtype=np.float32)
+    if not dropped.any():
+        return out
+    who = np.repeat(np.arange(n), events.counts)[dropped]
+    ts = events.ts_seconds[dropped]
+    count = np.bincount(who, minlength=n)
+    has = count > 0
+    first = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first, who, ts)
+    last = np.zeros(n, dtype=np.int64)
+    np.maximum.at(last, who, ts)
+    out[:, 0] = np.log1p(count)
+    out[has, 1] = np.log1p((last[has] - first[has]) / 86_400.0)
+    out[has, 2] = np.log1p(np.maximum(first_kept_ts[has] - last[has], 0) / 86_400.0)
+    rows = events.order[dropped]
+    for j, col in enumerate(schema.numeric):
+        values = np.nan_to_num(df[col].to_numpy(dtype=np.float64)[rows])
+        out[:, len(EARLIER_TIME_FEATURES) + j] = signed_log1p(np.bincount(who, weights=values, minlength=n))
+    return out
+
+
 def build_store(df: pd.DataFrame, encoders: EventEncoders, max_len: int, events: SortedEvents) -> SequenceStore:
-    """Encode every field and keep each customer's most recent `max_len` events."""
+    """Encode every field and keep each customer's most recent `max_len` events; what is cut
+    off reaches the model as a per-customer summary (`earlier`), never silently lost."""
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     schema = encoders.schema
@@ -207,6 +249,8 @@ def build_store(df: pd.DataFrame, encoders: EventEncoders, max_len: int, events:
     del position
     rows = events.order[keep]
     counts = np.minimum(events.counts, max_len)
+    kept_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    earlier = summarise_earlier(df, schema, events, ~keep, events.ts_seconds[keep][kept_offsets[:-1]])
 
     cat_dtype = np.int16 if all(e.cardinality < 2**15 for e in encoders.categorical.values()) else np.int32
     # column-major: each field is filled (and later gathered) as one contiguous run, and the
@@ -233,11 +277,13 @@ def build_store(df: pd.DataFrame, encoders: EventEncoders, max_len: int, events:
 
     return SequenceStore(
         customer_ids=events.customer_ids,
-        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        offsets=kept_offsets,
         timestamps=ts,
         categorical=categorical,
         numeric=numeric,
+        earlier=earlier,
         categorical_fields=list(schema.categorical),
         numeric_features=encoders.numeric_features,
+        earlier_features=earlier_features(schema),
         max_len=max_len,
     )
