@@ -14,7 +14,8 @@ from sklearn.metrics import roc_auc_score
 from eventseg.data.io import read_events
 from eventseg.data.schema import EventSchema
 from eventseg.data.sources import completejourney_demographic_labels
-from eventseg.evaluate import bootstrap_aucs, evaluate_from_config, evaluate_probes, percentile_interval, render_markdown, roc_auc
+from eventseg.evaluate import evaluate_from_config, evaluate_probes, render_markdown
+from eventseg.predict.metrics import bootstrap_aucs, percentile_interval, roc_auc
 from test_train import CONFIGS, ROOT, tiny_overrides
 
 SCHEMA = EventSchema(categorical=("event_type", "category", "channel"), numeric=("amount",))

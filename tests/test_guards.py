@@ -59,7 +59,7 @@ def test_propensity_baselines_do_not_see_the_label_window():
 
     from eventseg.data.labels import build_labels
     from eventseg.features import rfm_features
-    from eventseg.propensity import evaluate_propensity
+    from eventseg.predict.evaluate import evaluate_propensity
     from eventseg.synthetic import generate_synthetic
 
     data = generate_synthetic(n_customers=700, seed=3)
@@ -68,8 +68,9 @@ def test_propensity_baselines_do_not_see_the_label_window():
     labels = build_labels(data.events, schema, cutoff, 30)
     ids = labels["customer_id"].to_numpy()
     emb = np.random.default_rng(0).standard_normal((len(ids), 4))  # embeddings know nothing
+    # purchases are purchase events: with every event counting, churn would be 1 - purchase (modelled once)
     out = evaluate_propensity(ids, emb, None, data.events, schema, {"kind": "logistic"}, seed=0, cutoff=cutoff,
-                              horizon_days=30, split_fractions=(0.5, 0.2, 0.3))
+                              horizon_days=30, split_fractions=(0.5, 0.2, 0.3), purchase_filter="event_type == purchase")
     assert out["metrics"]["features"]["as_of"] == str(cutoff)
     churn = out["metrics"]["test"]["churn_30d"]
     assert churn["rfm_logistic"]["n"] > 150 and 0 < churn["rfm_logistic"]["positives"] < churn["rfm_logistic"]["n"]
@@ -174,7 +175,8 @@ def _calibrated_scores():
 
 
 def test_auto_calibration_leaves_well_calibrated_scores_alone():
-    from eventseg.propensity import choose_calibration, expected_calibration_error
+    from eventseg.predict.calibration import choose_calibration
+    from eventseg.predict.metrics import expected_calibration_error
 
     p, y = _calibrated_scores()
     assert expected_calibration_error(y, p) < 1e-12
@@ -187,7 +189,8 @@ def test_auto_calibration_leaves_well_calibrated_scores_alone():
 
 
 def test_auto_calibration_fixes_badly_miscalibrated_scores():
-    from eventseg.propensity import choose_calibration, expected_calibration_error
+    from eventseg.predict.calibration import choose_calibration
+    from eventseg.predict.metrics import expected_calibration_error
 
     rng = np.random.default_rng(1)
     z = rng.standard_normal(1500)

@@ -28,12 +28,12 @@ from eventseg.cluster import (
     skops_type_names,
     write_cluster_outputs,
 )
-from eventseg.propensity import (
+from eventseg.predict.heads import PropensityHeads
+from eventseg.predict.persistence import (
     ESTIMATOR_SKOPS_TYPES,
     ESTIMATORS_FILE,
     LEGACY_ESTIMATORS_FILE,
     HeadsFileError,
-    PropensityHeads,
 )
 
 # ---- payloads that run code if (and only if) a loader constructs them ------------------------

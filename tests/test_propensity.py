@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -6,15 +7,9 @@ import pytest
 
 from eventseg.data.schema import EventSchema
 from eventseg.features import OTHER, AggregateFeatureBuilder, aggregate_features, rfm_features
-from eventseg.propensity import (
-    PropensityHeads,
-    align_to_ids,
-    choose_calibration,
-    classification_metrics,
-    evaluate_propensity,
-    expected_calibration_error,
-    regression_metrics,
-)
+from eventseg.data.labels import align_to_ids
+from eventseg.predict import PropensityHeads, choose_calibration, classification_metrics, evaluate_propensity, regression_metrics
+from eventseg.predict.metrics import expected_calibration_error
 from conftest import make_events
 
 AS_OF = pd.Timestamp("2025-01-11")
@@ -143,7 +138,7 @@ def test_platt_calibration_reduces_ece_on_miscalibrated_scores():
     assert info["applied"] and info["val_ece_calibrated_oof"] < info["val_ece_raw"]
     held_out = slice(2000, None)
     assert expected_calibration_error(y[held_out], calibrator.transform(overconfident[held_out])) < 0.5 * expected_calibration_error(y[held_out], overconfident[held_out])
-    assert calibrator.a == pytest.approx(1 / 3, abs=0.08)
+    assert calibrator.a_ == pytest.approx(1 / 3, abs=0.08)
     assert choose_calibration(overconfident[:2000], y[:2000], False) == (None, {"method": "platt", "mode": "False", "applied": False})
     calibrator, info = choose_calibration(overconfident[:20], np.zeros(20), True)
     assert calibrator is None and "too few" in info["reason"]
@@ -156,7 +151,7 @@ def test_save_load_round_trip_gives_identical_predictions(kind, tmp_path):
     rfm = pd.DataFrame(np.abs(X[:, :4]) * 10, columns=["recency", "frequency", "monetary", "tenure"])
     heads = PropensityHeads(kind=kind, max_epochs=5, concat_rfm=True, calibrate=True)
     heads.fit(X[:900], Y[:900], X[900:], Y[900:], rfm=rfm[:900], rfm_val=rfm[900:])
-    assert heads.binary_ == ["buy"] and heads.continuous_ == ["spend"] and heads.n_inputs == 12
+    assert heads.binary_ == ["buy"] and heads.continuous_ == ["spend"] and heads.n_features_in_ == 12
     loaded = PropensityHeads.load(heads.save(tmp_path / "heads"))
     assert np.array_equal(loaded.predict_proba(X, rfm), heads.predict_proba(X, rfm))
     assert np.array_equal(loaded.predict(X, rfm), heads.predict(X, rfm))
@@ -214,19 +209,34 @@ def test_evaluate_propensity_end_to_end_on_synthetic_customers():
     assert m["labels"]["binary"] == ["purchase_within_30d", "churn_30d"] and m["labels"]["continuous"] == ["spend_30d"]
     assert m["labels"]["unmatched_rows"] == 1 and m["labels"]["unlabelled_customers"] == 50
     test = m["test"]["purchase_within_30d"]
-    assert set(test) == {"heads", "rfm_logistic", "aggregate_hgb", "oracle"}
+    # heads=logistic: the logistic regression on the representation is the heads, not fitted twice
+    assert set(test) == {"heads", "rep_hgb", "rfm_logistic", "aggregate_hgb", "stack", "oracle"}
+    assert "same model as heads" in m["selection"]["notes"]["rep_logistic"]
     assert test["oracle"]["roc_auc"] > 0.6 and test["heads"]["roc_auc"] > 0.6 and test["aggregate_hgb"]["roc_auc"] > 0.55
-    assert m["test"]["spend_30d"]["heads"]["mae"] is not None and "oracle" in m["test"]["spend_30d"]
-    assert m["summary"]["churn_30d"]["metric"] == "roc_auc"
+    outcome = m["outcomes"]["purchase_within_30d"]
+    for name, cand in outcome["candidates"].items():  # every candidate on validation and test, against RFM
+        for split in ("validation", "test"):
+            assert {"roc_auc", "pr_auc", "brier", "top_decile_lift", "ece"} <= set(cand[split]), (name, split)
+        vs = cand["test_roc_auc_vs_rfm_logistic"]
+        assert vs["ci_low"] <= vs["difference"] <= vs["ci_high"] and vs["n_boot"] == 1000
+    assert outcome["candidates"]["rfm_logistic"]["test_roc_auc_vs_rfm_logistic"]["difference"] == 0
+    assert outcome["selected"] in outcome["candidates"] and isinstance(outcome["verdict"], str)
+    assert "heads_beat_baselines" not in json.dumps(m)  # no bare verdict booleans
+    assert m["test"]["spend_30d"]["rep_hgb"]["mae"] is not None and "oracle" in m["test"]["spend_30d"]
+    assert m["summary"]["churn_30d"]["metric"] == "roc_auc" and m["summary"]["churn_30d"]["verdict"]
     scores = out["scores"]
     assert len(scores) == len(ids) and scores["p_churn_30d"].notna().all()  # unlabelled customers are scored too
     assert set(scores["split"]) == {"train", "val", "test"}
-    assert list(out["baseline_scores"]) == ["rfm_logistic", "aggregate_hgb"]
+    for label in ("purchase_within_30d", "churn_30d"):  # the published score is the chosen candidate's
+        chosen = out["candidate_scores"][f"{m['outcomes'][label]['selected']}__p_{label}"]
+        np.testing.assert_array_equal(scores[f"p_{label}"].to_numpy(), chosen.to_numpy())
 
-    # labels built from the events: a cutoff 30 days before the end of the history
+    # labels built from the events: a cutoff 30 days before the end of the history, purchases are purchase events
     cutoff = data.cutoff - pd.Timedelta(days=30)
-    built = evaluate_propensity(ids, emb, None, data.events, schema, {"kind": "logistic"}, seed=0, cutoff=cutoff, horizon_days=30)
+    built = evaluate_propensity(ids, emb, None, data.events, schema, {"kind": "logistic"}, seed=0, cutoff=cutoff,
+                                horizon_days=30, purchase_filter="event_type == purchase")
     assert built["metrics"]["features"]["as_of"] == str(cutoff)
+    assert built["metrics"]["labels"]["purchases"] == "events with event_type == purchase"
     assert built["metrics"]["test"]["churn_30d"]["aggregate_hgb"]["roc_auc"] > 0.6
 
 
@@ -237,5 +247,8 @@ def test_heads_config_group_builds_heads(name):
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "heads" / f"{name}.yaml")
-    heads = PropensityHeads.from_config(cfg)
+    heads = PropensityHeads.from_config(cfg)  # the selection block is not a heads setting
     assert heads.kind == name and heads.config["calibrate"] == "auto" and heads.config["concat_rfm"] is False
+    assert set(cfg.selection) == {"tolerance", "stack_folds", "n_boot", "bootstrap_seed"} and cfg.selection.n_boot == 1000
+    with pytest.raises(ValueError, match="unknown heads setting"):
+        PropensityHeads.from_config({"kind": name, "hiden": [8]})

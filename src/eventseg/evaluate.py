@@ -38,13 +38,13 @@ from threadpoolctl import threadpool_limits
 from eventseg.artifacts import atomic_path, sidecar_path, write_json
 from eventseg.config import plain
 from eventseg.data.io import read_events, read_table
-from eventseg.data.labels import build_labels
+from eventseg.data.labels import align_to_ids, build_labels, complement_of, label_kinds, one_class_reason
 from eventseg.data.schema import EventSchema, id_key
 from eventseg.data.sources import completejourney_demographic_labels, resolve_source, source_files
 from eventseg.data.split import SPLITS, TEST, TRAIN, VAL, assign_splits
 from eventseg.features import AggregateFeatureBuilder, as_validated
 from eventseg.hybrid import HybridRepresentation
-from eventseg.propensity import align_to_ids, classification_metrics, label_kinds
+from eventseg.predict.metrics import bootstrap_aucs, classification_metrics, percentile_interval
 
 PROBES = ("logistic", "hgb")
 AGGREGATES = "aggregates"
@@ -52,68 +52,6 @@ ORACLE = "oracle"
 # The issue's targets, ROC-AUC against aggregates: embeddings alone within 0.01, hybrid ahead by 0.01.
 EMBEDDING_TOLERANCE = 0.01
 HYBRID_GAIN = 0.01
-
-
-# --- bootstrap -------------------------------------------------------------------------------
-
-
-class _SortedScores:
-    """Scores sorted once, ties grouped: AUC of any row weighting is then a few array ops."""
-
-    def __init__(self, y, p):
-        y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
-        if y.shape != p.shape or y.ndim != 1:
-            raise ValueError(f"labels and scores must be 1-D and of equal length, got {y.shape} and {p.shape}")
-        order = np.argsort(p, kind="stable")
-        self.n = len(y)
-        self.ys = y[order]
-        self.starts = np.flatnonzero(np.r_[True, p[order][1:] != p[order][:-1]])  # one group per distinct score
-        self.rank = np.empty(self.n, dtype=np.int64)
-        self.rank[order] = np.arange(self.n)
-
-    def auc(self, w: np.ndarray) -> np.ndarray:
-        """Weighted Mann-Whitney AUC per row of `w` [b, n] (weights in sorted order); ties count 1/2."""
-        pos = np.add.reduceat(w * self.ys, self.starts, axis=1)
-        neg = np.add.reduceat(w * (1.0 - self.ys), self.starts, axis=1)
-        below = np.cumsum(neg, axis=1) - neg  # negatives with a strictly lower score
-        pairs = pos.sum(axis=1) * neg.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(pairs > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / pairs, np.nan)
-
-
-def roc_auc(y, p) -> float:
-    """ROC-AUC of the full sample by the bootstrap's own count (NaN with one class)."""
-    s = _SortedScores(y, p)
-    return float(s.auc(np.ones((1, s.n)))[0])
-
-
-def bootstrap_aucs(y, p, n_boot: int = 1000, seed: int = 0, chunk_cells: int = 4_000_000) -> np.ndarray:
-    """ROC-AUC on each of `n_boot` resamples of the rows (NaN where a resample has one class).
-
-    The resamples depend only on (len(y), n_boot, seed), so two score vectors for the same
-    labels get the same resamples and differences between them are paired. Vectorised: a
-    resample is a row of multiplicities, in chunks of at most `chunk_cells` numbers.
-    """
-    s = _SortedScores(y, p)
-    rng = np.random.default_rng(seed)
-    step = max(1, chunk_cells // max(s.n, 1))
-    out = np.empty(n_boot)
-    for lo in range(0, n_boot, step):
-        b = min(step, n_boot - lo)
-        cells = (s.rank[rng.integers(0, s.n, size=(b, s.n))] + s.n * np.arange(b)[:, None]).ravel()
-        out[lo : lo + b] = s.auc(np.bincount(cells, minlength=b * s.n).reshape(b, s.n).astype(np.float64))
-    return out
-
-
-def percentile_interval(samples, level: float = 0.95) -> tuple[float | None, float | None]:
-    """Percentile bootstrap interval, ignoring NaN resamples (None when all are NaN)."""
-    samples = np.asarray(samples, dtype=np.float64)
-    samples = samples[~np.isnan(samples)]
-    if len(samples) == 0:
-        return None, None
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(samples, [tail, 100 - tail])
-    return float(lo), float(hi)
 
 
 # --- probes ----------------------------------------------------------------------------------
@@ -126,16 +64,6 @@ def make_probe(kind: str, seed: int = 0, logistic: Mapping | None = None, hgb: M
     if kind == "hgb":
         return HistGradientBoostingClassifier(**{"early_stopping": False, **dict(hgb or {}), "random_state": seed})
     raise ValueError(f"unknown probe {kind!r}; use any of {list(PROBES)}")
-
-
-def _complement_of(labels: pd.DataFrame, col: str, earlier: list[str]) -> str | None:
-    """An earlier label that `col` is exactly 1 minus (churn vs purchase when every event is a purchase)."""
-    y = labels[col]
-    for other in earlier:
-        z = labels[other]
-        if y.isna().equals(z.isna()) and ((y + z)[y.notna()] == 1).all():
-            return other
-    return None
 
 
 def _probe_labels(tables: Sequence[pd.DataFrame], ids: np.ndarray, id_col: str) -> tuple[pd.DataFrame, dict]:
@@ -155,7 +83,7 @@ def _probe_labels(tables: Sequence[pd.DataFrame], ids: np.ndarray, id_col: str) 
     skipped.update({c: "continuous target: the probes are classifiers" for c in continuous})
     kept = []
     for col in binary:
-        other = _complement_of(labels, col, kept)
+        other = complement_of(labels, col, kept)
         if other is not None:
             skipped[col] = f"exactly 1 - {other}: same ranking problem"
         else:
@@ -250,7 +178,7 @@ def evaluate_probes(
             y = label_table[label].to_numpy()
             known = ~np.isnan(y)
             fit_rows, test_rows = fit & known, test & known
-            reason = _unusable(y, fit_rows, "fit (train + val)") or _unusable(y, test_rows, "test")
+            reason = one_class_reason(y, fit_rows, "fit (train + val)") or one_class_reason(y, test_rows, "test")
             if reason:
                 skipped[label] = reason
                 continue
@@ -267,7 +195,7 @@ def evaluate_probes(
             if oracle is not None and f"p_{label}" in oracle.columns:
                 o = oracle[f"p_{label}"].to_numpy()
                 has = test_rows & ~np.isnan(o)
-                if _unusable(y, has, "test") is None:
+                if one_class_reason(y, has, "test") is None:
                     rows_out.append(_row(ORACLE, None, y[has], o[has], bootstrap_aucs(y[has], o[has], n_boot, seed)))
             results[label] = {
                 "n_fit": int(fit_rows.sum()),
@@ -293,16 +221,6 @@ def evaluate_probes(
         "results": results,
         "seconds": round(time.perf_counter() - started, 3),
     }
-
-
-def _unusable(y: np.ndarray, rows: np.ndarray, where: str) -> str | None:
-    """Why a label cannot be probed on these rows (None when it can)."""
-    values = y[rows]
-    if len(values) == 0:
-        return f"no labelled customer in the {where} split"
-    if values.min() == values.max():
-        return f"only one class ({int(values[0])}) among the {len(values)} labelled customers of the {where} split"
-    return None
 
 
 def _row(rep: str, kind: str | None, y: np.ndarray, p: np.ndarray, samples: np.ndarray) -> dict:

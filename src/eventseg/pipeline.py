@@ -24,7 +24,7 @@ from eventseg.checkpoint import run_checkpoint
 from eventseg.cluster import cluster_from_config
 from eventseg.config import check_cutoff, check_training_config, check_writable, plain
 from eventseg.data.io import read_events, read_table
-from eventseg.data.labels import build_labels
+from eventseg.data.labels import build_labels, check_purchase_filter
 from eventseg.data.schema import OUTPUT_ID, EventSchema, id_key
 from eventseg.data.sources import resolve_source, source_files
 from eventseg.data.split import TRAIN
@@ -35,7 +35,9 @@ from eventseg.errors import ConfigError
 from eventseg.features import AGGREGATES_BUILDER_FILE, AGGREGATES_FILE, AggregateFeatureBuilder, read_aggregates, write_aggregates
 from eventseg.hybrid import HYBRID_FILE, REPRESENTATIONS, HybridFeatures
 from eventseg.prepare import PreparedData, prepare_from_config
-from eventseg.propensity import evaluate_propensity
+from eventseg.predict import evaluate_propensity, verdict_lines
+from eventseg.predict.persistence import MODEL_FORMAT
+from eventseg.predict.selection import BASELINES
 from eventseg.report import build_report
 from eventseg.runs import MANIFEST, RunLock, mark_running, write_manifest
 from eventseg.segments import attach_names, build_customers, profile_segments
@@ -43,7 +45,6 @@ from eventseg.model_index import record_trained_model, reuse_trained_model
 from eventseg.stages import Stage, StageRunner
 from eventseg.train import IDENTITY_KEYS, SCHEDULE_KEYS, prepared_hash, train, train_identity
 
-BASELINES = ("rfm_logistic", "aggregate_hgb")
 # where the data lives is not what the data is: the inputs' content stands for these in fingerprints
 _LOCATION_KEYS = ("path", "raw_dir", "labels_path", "truth_path", "name")
 
@@ -155,8 +156,10 @@ class PipelineRun:
                             inputs=[p["features"]], outputs=[p["clusters.parquet"], p["cluster_metrics.json"]]))
         if self.has_labels:
             labels = {k: v for k, v in self.labels_cfg.items() if k not in ("path", "truth_path")}
+            check_purchase_filter(labels.get("purchase_filter"), self.schema)  # a bad filter fails before any work
             stages.append(Stage("propensity", self.propensity_stage,
-                                config={"labels": labels, "heads": plain(cfg.heads), "data": data_settings(cfg.data)},
+                                config={"labels": labels, "heads": plain(cfg.heads), "data": data_settings(cfg.data),
+                                        "format": MODEL_FORMAT},
                                 inputs=[p["features"], p["aggregates"], p["prepared"] / "splits.npy", *self.label_files(),
                                         *self.data_files],
                                 outputs=[p["propensity_metrics.json"], p["propensity_scores.parquet"]]))
@@ -214,7 +217,8 @@ class PipelineRun:
                          embedding_dim=int(matrix.shape[1]), aggregate_columns=int(features.shape[1] - matrix.shape[1]))
 
     def propensity_stage(self) -> None:
-        """Heads on the representation plus both baselines; scores for every customer."""
+        """Every candidate per label (representation heads, baselines, a stack), chosen on validation;
+        the chosen one's scores for every customer, every candidate's beside them for the report."""
         p, labels_cfg = self.paths, self.cfg.labels
         ids, matrix = load_embeddings(p["features"])
         labels = read_table(labels_cfg.path, "labels") if labels_cfg.get("path") else None
@@ -222,24 +226,18 @@ class PipelineRun:
             ids, matrix, labels, self.events, self.schema, plain(self.cfg.heads), seed=int(self.cfg.data.split.seed),
             truth=read_table(labels_cfg.truth_path, "truth") if labels_cfg.get("truth_path") else None,
             cutoff=self.cfg.data.get("cutoff"), horizon_days=int(labels_cfg.horizon_days),
+            purchase_filter=self.labels_cfg.get("purchase_filter"),
             aggregates=self.aggregates[1], splits=self.split_codes(np.asarray(ids)),
         )
-        scores = result["scores"]
-        for name in BASELINES:  # kept beside the heads' scores for the report's gain and calibration charts
-            base = result["baseline_scores"][name]
-            for col in [c for c in base.columns if c.startswith(("p_", "pred_"))]:
-                scores[f"{name}__{col}"] = base[col].to_numpy()
-        if labels is not None:
-            key = id_key(labels.columns, self.schema.id_col)
-            binary = result["metrics"]["labels"]["binary"]
-            aligned = labels.drop_duplicates(key).set_index(key)[binary]
-            aligned.index = aligned.index.astype(str)
-            for label in binary:
-                scores[f"y__{label}"] = aligned[label].reindex(scores[OUTPUT_ID].astype(str)).to_numpy()
-        result["heads"].save(self.out / "heads")
+        observed = result["labels"].drop(columns=[OUTPUT_ID]).add_prefix("y__")  # for the report's test charts
+        scores = pd.concat([result["scores"], result["candidate_scores"].drop(columns=[OUTPUT_ID]), observed], axis=1)
+        result["model"].save(self.out / "heads")
         write_parquet(scores, p["propensity_scores.parquet"])
-        write_sidecar(p["propensity_scores.parquet"], rows=len(scores), heads=plain(self.cfg.heads))
+        write_sidecar(p["propensity_scores.parquet"], rows=len(scores), heads=plain(self.cfg.heads),
+                      published=[c for c in scores.columns if c.startswith(("p_", "pred_"))])
         write_json(result["metrics"], p["propensity_metrics.json"])
+        for line in verdict_lines(result["metrics"]):
+            print(f"[propensity] {line}")
 
     def segments_stage(self) -> None:
         p = self.paths
@@ -270,14 +268,17 @@ class PipelineRun:
             scores = pd.read_parquet(p["propensity_scores.parquet"])
             metrics = json.loads(p["propensity_metrics.json"].read_text())
             labels = [lab for lab in metrics["labels"]["binary"] if f"y__{lab}" in scores.columns]
+            chosen = {lab: o["selected"] for lab, o in metrics["outcomes"].items() if o["kind"] == "binary" or o["published"]}
             test = scores[scores["split"] == "test"]
             predictions = {}
             for lab in labels:
                 known = test[f"y__{lab}"].notna()
+                shown = [m for m in dict.fromkeys([chosen[lab], "heads", *BASELINES]) if f"{m}__p_{lab}" in test.columns]
                 predictions[lab] = {"y": test.loc[known, f"y__{lab}"].to_numpy(),
-                                    "scores": {"heads": test.loc[known, f"p_{lab}"].to_numpy(),
-                                               **{b: test.loc[known, f"{b}__p_{lab}"].to_numpy() for b in BASELINES}}}
-            rows = [{"label": lab, "model": model, **{k: v for k, v in m.items() if isinstance(v, (int, float)) or v is None}}
+                                    "scores": {m + (" (published)" if m == chosen[lab] else ""): test.loc[known, f"{m}__p_{lab}"].to_numpy()
+                                               for m in shown}}
+            rows = [{"label": lab, "model": model + (" (published)" if chosen.get(lab) == model else ""),
+                     **{k: v for k, v in m.items() if isinstance(v, (int, float)) or v is None}}
                     for lab, per_model in metrics["test"].items() for model, m in per_model.items()]
             propensity = {"labels": labels, "metrics": pd.DataFrame(rows), "predictions": predictions}
         build_report(p["report.html"], ids=np.asarray(ids), matrix=matrix, customers=customers, segments=segments,

@@ -1,9 +1,11 @@
 """Score new or updated customers with a finished run, without retraining anything:
 events → embeddings (the run's checkpoint) → [hybrid features] → segments (its clusterer)
-→ propensities (its heads)."""
+→ propensities (the candidate each label published in the run, from heads/: the representation
+as above, RFM and aggregates from the run's aggregate builder, aggregates.json)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,9 +17,9 @@ from eventseg.cluster import CLUSTERER_FILE, SegmentClusterer
 from eventseg.embed import Embedder
 from eventseg.data.io import read_events
 from eventseg.data.schema import OUTPUT_ID
-from eventseg.features import rfm_features
+from eventseg.features import AGGREGATES_BUILDER_FILE, AggregateFeatureBuilder
 from eventseg.hybrid import HYBRID_FILE, HybridFeatures
-from eventseg.propensity import PropensityHeads
+from eventseg.predict import CandidateInputs, PropensityModel
 from eventseg.runs import read_manifest, verify_files
 from eventseg.segments import attach_names, build_customers, tier_cut_points
 
@@ -29,25 +31,25 @@ def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.D
     manifest = read_manifest(run)  # refuses a missing, foreign or incomplete run
     checkpoint = run_checkpoint(run)
     loaded = [checkpoint.relative_to(run), CLUSTERER_FILE, "customers.parquet", "segments.parquet",
-              *(name for name in (HYBRID_FILE, "heads") if (run / name).exists())]
+              *(name for name in (HYBRID_FILE, "heads", AGGREGATES_BUILDER_FILE) if (run / name).exists())]
     verify_files(run, loaded, manifest)  # every byte checked before anything is opened
     embedder = Embedder.from_checkpoint(checkpoint, device=device)
     store = embedder.encode(events, cutoff=cutoff)
     ids, matrix = embedder.embed_store(store)
+    schema = embedder.encoders.schema
     frame = None
     if (run / HYBRID_FILE).exists():  # the run clustered and scored embeddings + aggregates
-        frame = read_events(events, embedder.encoders.schema)
+        frame = read_events(events, schema)
         matrix = HybridFeatures.load(run / HYBRID_FILE).transform(ids, matrix, frame, cutoff)
     clusters = SegmentClusterer.load(run / CLUSTERER_FILE).predict(matrix).to_frame(ids)
 
     scores, tier_cuts = None, None
     if (run / "heads").exists():
-        heads = PropensityHeads.load(run / "heads")
-        rfm = None
-        if heads.config["concat_rfm"]:
-            frame = read_events(events, embedder.encoders.schema) if frame is None else frame
-            rfm = rfm_features(frame, embedder.encoders.schema, as_of=cutoff).reindex(ids)
-        scores = pd.concat([pd.DataFrame({OUTPUT_ID: ids}), heads.scores(matrix, rfm)], axis=1)
+        model = PropensityModel.load(run / "heads")
+        builder = AggregateFeatureBuilder.from_dict(json.loads((run / AGGREGATES_BUILDER_FILE).read_text()))
+        frame = read_events(events, schema) if frame is None else frame
+        inputs = CandidateInputs.build(matrix, builder.transform(frame, cutoff).reindex(ids), builder.schema)
+        scores = pd.concat([pd.DataFrame({OUTPUT_ID: ids}), model.scores(inputs)], axis=1)
         tier_cuts = tier_cut_points(pd.read_parquet(run / "customers.parquet"))
     customers = build_customers(clusters, scores, tier_cuts=tier_cuts)
     return attach_names(customers, pd.read_parquet(run / "segments.parquet"))

@@ -1,0 +1,26 @@
+"""Propensities: candidate models per label (the representation's heads, RFM and aggregate
+baselines, a stack), chosen on validation, reported honestly on test, saved without pickle.
+
+- metrics: ROC-AUC, PR-AUC, Brier, lift, ECE, R², paired bootstrap of ROC-AUC differences
+- calibration: Platt scaling, kept only where it helps (out-of-fold ECE)
+- network: the multi-task MLP
+- heads: PropensityHeads, every label from one input matrix
+- baselines: the inputs (representation, aggregates, RFM) and the baselines' definitions
+- selection: the candidates, the choice per label, PropensityModel
+- evaluate: evaluate_propensity (fit, choose, test, verdicts)
+- persistence: JSON, weights-only tensors, allowlisted skops
+"""
+
+from eventseg.predict.baselines import CandidateInputs, rfm_matrix
+from eventseg.predict.calibration import PlattCalibrator, choose_calibration
+from eventseg.predict.evaluate import evaluate_propensity, verdict_lines
+from eventseg.predict.heads import PropensityHeads
+from eventseg.predict.metrics import classification_metrics, paired_auc_differences, regression_metrics
+from eventseg.predict.persistence import HeadsFileError
+from eventseg.predict.selection import PropensityModel
+
+__all__ = [
+    "CandidateInputs", "HeadsFileError", "PlattCalibrator", "PropensityHeads", "PropensityModel",
+    "choose_calibration", "classification_metrics", "evaluate_propensity", "paired_auc_differences",
+    "regression_metrics", "rfm_matrix", "verdict_lines",
+]

@@ -1,0 +1,257 @@
+"""Candidates per label, fitted on training customers and chosen on validation ones.
+
+Every binary label gets the same candidates, simplest first:
+- `rfm_logistic`, `aggregate_hgb`: the baselines (eventseg.predict.baselines);
+- `rep_logistic`, `rep_hgb`: logistic regression and gradient-boosted trees on the representation;
+- `heads`: the configured heads (configs/heads, the multi-task MLP by default) on the representation;
+- `stack`: a logistic regression on the logits of all of the above, fitted on validation. Its
+  validation scores are cross-fitted (each fold scored by a stack fitted on the other folds), so
+  it competes on out-of-sample scores like everyone else.
+Continuous targets get `aggregate_hgb`, `rep_ridge` and `rep_hgb` (regressors).
+
+The choice: the highest validation ROC-AUC (R² for targets), except that a simpler candidate
+within `tolerance` (0.002) of it wins: ties and near-ties go to the simpler model, and to a
+baseline first. Validation is never used to fit a candidate (the MLP early-stops on a slice of
+the training customers), only to calibrate it (monotone: ROC-AUC unchanged) and to choose. A
+target whose chosen regressor has validation R² <= 0 is not published.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.utils.validation import check_is_fitted
+
+from eventseg.data.labels import label_kinds
+from eventseg.predict.baselines import CandidateInputs
+from eventseg.predict.calibration import logit, sigmoid
+from eventseg.predict.heads import PropensityHeads
+from eventseg.predict.metrics import classification_metrics, regression_metrics
+
+TOLERANCE = 0.002
+STACK = "stack"
+BASELINES = ("rfm_logistic", "aggregate_hgb")
+REFERENCE = "rfm_logistic"  # what every binary candidate is compared with on test
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One fitted PropensityHeads: its name for binary labels, for targets (None: none), its input."""
+
+    name: str
+    regressor: str | None
+    source: str
+    kind: str | None  # PropensityHeads kind; None: the heads config decides
+    description: str
+
+
+CANDIDATES = (  # simplest first: the order that breaks ties
+    Candidate("rfm_logistic", None, "rfm", "logistic", "logistic regression on signed-log1p RFM (baseline)"),
+    Candidate("aggregate_hgb", "aggregate_hgb", "aggregates", "hgb", "gradient-boosted trees on the aggregates (baseline)"),
+    Candidate("rep_logistic", "rep_ridge", "representation", "logistic", "logistic regression (ridge for targets) on the representation"),
+    Candidate("rep_hgb", "rep_hgb", "representation", "hgb", "gradient-boosted trees on the representation"),
+    Candidate("heads", None, "representation", None, "the configured heads (configs/heads) on the representation"),
+)
+FIT_OF = {**{c.name: c.name for c in CANDIDATES}, **{c.regressor: c.name for c in CANDIDATES if c.regressor}}
+BINARY_ORDER = (*(c.name for c in CANDIDATES), STACK)
+REGRESSION_ORDER = tuple(c.regressor for c in CANDIDATES if c.regressor)
+DESCRIPTIONS = {**{c.name: c.description for c in CANDIDATES}, "rep_ridge": "ridge regression on the representation",
+                STACK: "logistic regression on the other candidates' logits, fitted on validation (cross-fitted there)"}
+
+
+def select(values: Mapping[str, float | None], order: Sequence[str], tolerance: float = TOLERANCE) -> str | None:
+    """The first name in `order` (simplest first) whose value is within `tolerance` of the best."""
+    known = {name: v for name, v in values.items() if v is not None and np.isfinite(v)}
+    if not known:
+        return None
+    best = max(known.values())
+    return next(name for name in order if name in known and known[name] >= best - tolerance - 1e-12)
+
+
+class LogitStack(BaseEstimator):
+    """Logistic regression on the standardised logits of other candidates' uncalibrated scores."""
+
+    def __init__(self, C: float = 1.0, folds: int = 5, seed: int = 0):
+        self.C = C
+        self.folds = folds
+        self.seed = seed
+
+    def fit(self, P: np.ndarray, y: np.ndarray, inputs: Sequence[str] | None = None) -> "LogitStack":
+        Z = logit(P)
+        self.mean_, std = Z.mean(axis=0), Z.std(axis=0)
+        self.scale_ = np.where(std > 0, std, 1.0)
+        lr = LogisticRegression(C=float(self.C), max_iter=2000).fit((Z - self.mean_) / self.scale_, np.asarray(y, np.int64))
+        self.coef_, self.intercept_ = lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
+        self.inputs_ = list(inputs) if inputs is not None else [f"x{j}" for j in range(Z.shape[1])]
+        return self
+
+    def predict_proba(self, P: np.ndarray) -> np.ndarray:
+        """P(label = 1) per row (1-D), from the bases' probabilities in `inputs_` order."""
+        check_is_fitted(self, "coef_")
+        return sigmoid(((logit(P) - self.mean_) / self.scale_) @ self.coef_ + self.intercept_)
+
+    def cross_fit_predict(self, P: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """Out-of-fold probabilities: each fold scored by a stack fitted on the others (None: too few rows)."""
+        y = np.asarray(y, np.int64)
+        k = min(int(self.folds), int(np.bincount(y, minlength=2).min()))
+        if k < 2:
+            return None
+        oof = np.empty(len(y))
+        for fit, held in StratifiedKFold(k, shuffle=True, random_state=int(self.seed)).split(P, y):
+            oof[held] = clone(self).fit(P[fit], y[fit]).predict_proba(P[held])
+        return oof
+
+    def to_dict(self) -> dict:
+        return {"params": self.get_params(), "inputs": self.inputs_, "mean": self.mean_.tolist(),
+                "scale": self.scale_.tolist(), "coef": self.coef_.tolist(), "intercept": self.intercept_}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LogitStack":
+        stack = cls(**d["params"])
+        stack.inputs_ = [str(s) for s in d["inputs"]]
+        stack.mean_, stack.scale_, stack.coef_ = (np.asarray(d[k], dtype=np.float64) for k in ("mean", "scale", "coef"))
+        stack.intercept_ = float(d["intercept"])
+        if not len(stack.inputs_) == len(stack.mean_) == len(stack.scale_) == len(stack.coef_):
+            raise ValueError("stack inputs, statistics and coefficients differ in length")
+        return stack
+
+
+class PropensityModel(BaseEstimator):
+    """Every candidate for every label, and the one each label publishes.
+
+    heads: the `heads` candidate's PropensityHeads parameters (a configs/heads group; None:
+    defaults); its `calibrate` setting applies to every candidate. seed: the candidates' and
+    the stack folds' seed (the heads keep their own).
+    """
+
+    def __init__(self, heads: Mapping | None = None, tolerance: float = TOLERANCE, stack_folds: int = 5, seed: int = 0):
+        self.heads = heads
+        self.tolerance = tolerance
+        self.stack_folds = stack_folds
+        self.seed = seed
+
+    # fitting ----------------------------------------------------------------------------------
+
+    def _candidate(self, cand: Candidate, heads: PropensityHeads) -> PropensityHeads:
+        if cand.kind is None:
+            return clone(heads)
+        return PropensityHeads(kind=cand.kind, calibrate=heads.calibrate, seed=int(self.seed))
+
+    def _covers(self, cand: Candidate, heads: PropensityHeads, binary: list, continuous: list) -> tuple[list, list]:
+        """Which labels this candidate is fitted for; a rep_* model the heads already are is not fitted twice."""
+        same_as_heads = cand.source == "representation" and cand.kind == heads.kind and not heads.concat_rfm
+        if same_as_heads and cand.kind is not None and binary:
+            self.notes_[cand.name] = f"same model as heads (heads.kind={heads.kind}): not fitted twice"
+        b = [] if same_as_heads and cand.kind is not None else list(binary)
+        return b, list(continuous) if cand.regressor else []
+
+    def fit(self, train: CandidateInputs, y_train: pd.DataFrame, val: CandidateInputs, y_val: pd.DataFrame,
+            kinds: tuple[list, list] | None = None) -> "PropensityModel":
+        """Fit every candidate on `train`, score `val`, cross-fit the stacks and choose per label."""
+        binary, continuous = kinds if kinds is not None else label_kinds(y_train)[:2]
+        heads = PropensityHeads.from_config(dict(self.heads) if self.heads is not None else None)
+        self.binary_, self.continuous_ = list(binary), list(continuous)
+        self.aggregate_columns_ = [str(c) for c in train.aggregates.columns]
+        self.notes_, self.fits_, self.stacks_ = {}, {}, {}
+        for cand in CANDIDATES:
+            b, c = self._covers(cand, heads, self.binary_, self.continuous_)
+            if not b and not c:
+                continue
+            rfm = (train.rfm, val.rfm) if cand.kind is None else (None, None)
+            self.fits_[cand.name] = self._candidate(cand, heads).fit(
+                train.matrix(cand.source), y_train, val.matrix(cand.source), y_val, rfm=rfm[0], rfm_val=rfm[1], kinds=(b, c))
+        columns, raw = self._columns(val, set(self.fits_))
+        self.validation_, self.selected_, self.published_ = {}, {}, {}
+        for label in self.binary_:
+            y = y_val[label].to_numpy(np.float64)
+            known = ~np.isnan(y)
+            per = {name: classification_metrics(y[known], columns[f"{name}__p_{label}"][known])
+                   for name in BINARY_ORDER if f"{name}__p_{label}" in columns}
+            bases = [name for name in BINARY_ORDER if (name, label) in raw]
+            if len(bases) >= 2:
+                P = np.column_stack([raw[name, label][known] for name in bases])
+                stack = LogitStack(folds=self.stack_folds, seed=self.seed)
+                oof = stack.cross_fit_predict(P, y[known])
+                if oof is not None:
+                    per[STACK] = {**classification_metrics(y[known], oof), "scores": "cross-fitted (out of fold)"}
+                    self.stacks_[label] = stack.fit(P, y[known], bases)
+            self.validation_[label] = per
+            self.selected_[label] = select({n: m.get("roc_auc") for n, m in per.items()}, BINARY_ORDER, self.tolerance)
+        for target in self.continuous_:
+            y = y_val[target].to_numpy(np.float64)
+            known = ~np.isnan(y)
+            per = {name: regression_metrics(y[known], columns[f"{name}__pred_{target}"][known])
+                   for name in REGRESSION_ORDER if f"{name}__pred_{target}" in columns}
+            chosen = select({n: m.get("r2") for n, m in per.items()}, REGRESSION_ORDER, self.tolerance)
+            self.validation_[target], self.selected_[target] = per, chosen
+            r2 = per[chosen]["r2"] if chosen else None
+            self.published_[target] = chosen if r2 is not None and r2 > 0 else None
+        return self
+
+    # scoring ----------------------------------------------------------------------------------
+
+    def _columns(self, inputs: CandidateInputs, fits: set[str]) -> tuple[dict, dict]:
+        """Calibrated `<candidate>__p_<label>` / `<candidate>__pred_<target>` columns of the given
+        fits (and the stacks they feed), plus the uncalibrated probabilities {(fit, label): p}."""
+        if list(inputs.aggregates.columns.astype(str)) != self.aggregate_columns_:
+            raise ValueError("the aggregates have other columns than the propensity models were fitted on: build them "
+                             "with the run's aggregate builder (aggregates.json)")
+        columns, raw = {}, {}
+        for name in [c.name for c in CANDIDATES if c.name in fits and c.name in self.fits_]:
+            cand, model = next(c for c in CANDIDATES if c.name == name), self.fits_[name]
+            X, rfm = inputs.matrix(cand.source), inputs.rfm if cand.kind is None else None
+            P = model.predict_proba(X, rfm, calibrated=False)
+            for j, (label, p) in enumerate(zip(model.binary_, model.calibrate_proba(P).T)):
+                columns[f"{name}__p_{label}"], raw[name, label] = p, P[:, j]
+            for target, pred in zip(model.continuous_, model.predict(X, rfm).T):
+                columns[f"{cand.regressor}__pred_{target}"] = pred
+        for label, stack in self.stacks_.items():
+            if all((b, label) in raw for b in stack.inputs_):
+                columns[f"{STACK}__p_{label}"] = stack.predict_proba(np.column_stack([raw[b, label] for b in stack.inputs_]))
+        return columns, raw
+
+    def required_fits(self, names: Sequence[str] | None = None) -> set[str]:
+        """The fitted candidates that scoring `names` (default: every published choice) needs."""
+        check_is_fitted(self, "selected_")
+        if names is None:
+            names = [self.selected_[b] for b in self.binary_ if self.selected_.get(b)]
+            names += [n for n in self.published_.values() if n]
+        fits = {FIT_OF[n] for n in names if n != STACK}
+        if STACK in names:
+            fits |= {b for label, stack in self.stacks_.items() if self.selected_.get(label) == STACK for b in stack.inputs_}
+        return fits
+
+    def candidate_scores(self, inputs: CandidateInputs) -> pd.DataFrame:
+        """Every available candidate's column for every label (`<candidate>__p_<label>`, `..__pred_<target>`)."""
+        check_is_fitted(self, "selected_")
+        return pd.DataFrame(self._columns(inputs, set(self.fits_))[0])
+
+    def scores(self, inputs: CandidateInputs) -> pd.DataFrame:
+        """The published scores: `p_<label>` from each label's chosen candidate, `pred_<target>` for
+        targets whose chosen regressor has validation R² > 0."""
+        columns, _ = self._columns(inputs, self.required_fits())
+        out = {f"p_{b}": columns[f"{self.selected_[b]}__p_{b}"] for b in self.binary_ if self.selected_.get(b)}
+        out.update({f"pred_{t}": columns[f"{n}__pred_{t}"] for t, n in self.published_.items() if n})
+        return pd.DataFrame(out, index=pd.RangeIndex(len(inputs)))
+
+    # persistence (eventseg.predict.persistence) -------------------------------------------------
+
+    def save(self, path: str | os.PathLike, candidates: str = "selected") -> Path:
+        """`candidates="selected"`: only what the published scores need; `"all"`: every candidate."""
+        from eventseg.predict.persistence import save_model
+
+        return save_model(self, path, candidates)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PropensityModel":
+        from eventseg.predict.persistence import load_model
+
+        return load_model(path, cls)
