@@ -103,3 +103,20 @@ def test_hybrid_representation_pipeline_and_scoring(tmp_path, tiny_events):
     assert back.returncode == 0, back.stderr[-3000:]
     assert "[cluster] running" in back.stdout and "[train] up to date, skipped" in back.stdout
     assert not (out / "hybrid.json").exists() and not (out / "representation.parquet").exists()
+
+
+@pytest.mark.slow
+def test_cutoff_route_without_a_labels_file_runs_to_the_report(tmp_path, tiny_events):
+    """data.cutoff and no labels.path: labels are built from the events after the cutoff, and
+    every stage (the report included) runs on them."""
+    last = pd.read_parquet(tiny_events)["ts"].max()
+    cutoff = (last - pd.Timedelta(days=40)).strftime("%Y-%m-%d")
+    cmd = [sys.executable, str(ROOT / "scripts" / "pipeline.py"), *tiny_overrides(tmp_path, tiny_events),
+           "trainer.max_epochs=1", f"data.cutoff={cutoff}", "heads=logistic", "cluster.stability.n_resamples=0"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "run"
+    assert (out / "report.html").exists()
+    customers = pd.read_parquet(out / "customers.parquet")
+    assert "p_purchase_within_30d" in customers.columns
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"

@@ -168,9 +168,10 @@ def build_report(
     parts.append("<h2>Segments</h2>" + _table(segments[shown], "table-segments"))
     if propensity:
         labels = list(propensity["labels"])
-        parts.append(_figure("Propensity lift by segment (95% interval)", propensity_by_segment(segments, labels), "chart-lift"))
-        parts.append(_figure("Gain chart on test customers", gain_chart(propensity["predictions"], labels), "chart-gain"))
-        parts.append(_figure("Calibration on test customers", calibration_chart(propensity["predictions"], labels), "chart-calibration"))
+        if labels:  # every label may have been skipped (one class, complement of another): no charts then
+            parts.append(_figure("Propensity lift by segment (95% interval)", propensity_by_segment(segments, labels), "chart-lift"))
+            parts.append(_figure("Gain chart on test customers", gain_chart(propensity["predictions"], labels), "chart-gain"))
+            parts.append(_figure("Calibration on test customers", calibration_chart(propensity["predictions"], labels), "chart-calibration"))
         metrics = propensity["metrics"]
         is_binary = metrics["roc_auc"].notna() if "roc_auc" in metrics else pd.Series(True, index=metrics.index)
         tables = [_table(part.dropna(axis=1, how="all"), table_id)  # classification and regression columns apart
