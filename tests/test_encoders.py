@@ -85,3 +85,30 @@ def test_encoders_see_only_training_customers(events, schema):
     marked.loc[held_out, "category"] = "only_in_holdout"
     enc = prepare_events(marked, schema, split_fractions=(0.5, 0.25, 0.25), encoder_options=None).encoders
     assert "only_in_holdout" not in enc.categorical["category"].vocabulary + enc.categorical["category"].rare
+
+
+def test_a_vocabulary_that_collapses_to_the_rare_bucket_is_a_warning():
+    """100,000 item ids seen two or three times each: min_count=5 gives them no codes at all,
+    which used to happen silently (the field then tells the model nothing)."""
+    rng = np.random.default_rng(0)
+    ids = pd.Series(np.repeat(np.arange(100_000), rng.choice([2, 3], 100_000)).astype(str), name="stock_code")
+    with pytest.warns(UserWarning, match=r"'stock_code'.*distinct values.*rare bucket.*data\.encoders\.min_count=2") as caught:
+        enc = CategoricalEncoder.fit(ids, min_count=5)
+    assert enc.vocabulary == []
+    message = str(caught[0].message)
+    assert "100,000 distinct values" in message and "min_count=5" in message and "100% of its" in message
+    # past max_vocab, not min_count: the fix named is max_vocab
+    many = pd.Series(np.repeat(np.arange(3000), 6).astype(str), name="sku")
+    with pytest.warns(UserWarning, match=r"'sku'.*data\.encoders\.max_vocab=3,000"):
+        CategoricalEncoder.fit(many, max_size=1000, min_count=5)
+
+
+def test_a_healthy_vocabulary_is_no_warning():
+    values = pd.Series(np.random.default_rng(0).choice([f"c{i}" for i in range(40)], 5000), name="category")
+    values.iloc[:300] = [f"once{i}" for i in range(300)]  # a long tail, but a minority of the events
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enc = CategoricalEncoder.fit(values, min_count=5)
+    assert len(enc.vocabulary) == 40

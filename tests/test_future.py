@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from eventseg.data.batch import EventBatch, FeatureSpec
+import lightning as L
+
+from eventseg.data.batch import MISSING, RARE, UNSEEN, EventBatch, FeatureSpec
 from eventseg.models import SequenceAutoencoder
-from eventseg.models.future import FutureTargets, future_options
+from eventseg.models.future import (FutureSummaryHead, FutureTargets, constant_baseline, constant_guess,
+                                    constant_term_losses, future_options, mix_lookup)
 from eventseg.synthetic import generate_synthetic, write_synthetic
 from eventseg.train import train
 from test_contrastive import fit
@@ -126,6 +129,11 @@ def test_options_are_checked():
         future_options({"horizon_days": 0})
     with pytest.raises(ValueError, match="unknown future options"):
         future_options({"window": 3})
+    with pytest.raises(ValueError, match="top_k"):
+        future_options({"top_k": 0})
+    with pytest.raises(ValueError, match="n_cuts"):
+        future_options({"n_cuts": 0})
+    assert future_options({"top_k": None})["top_k"] is None
     no_time = {"categorical": {"kind": 7}, "numeric": ["amount"]}  # a spec without scalers
     with pytest.raises(ValueError, match="re-run prepare"):
         SequenceAutoencoder(no_time, d_model=16, embedding_dim=8, objectives={"future": 1.0})
@@ -161,10 +169,11 @@ def test_fast_dev_run_future_objectives(tmp_path, tiny_events):
     m = result.metrics
     assert result.model.decoder is None and result.model.hparams.future["horizon_days"] == 30
     assert {"val/loss_contrastive", "val/loss_future", "val/loss_future_count", "val/loss_future_amount_sum",
-            "val/loss_future_category_mix", "val/loss_future_next_days"} <= set(m)
+            "val/loss_future_category_mix", "val/loss_future_next_days", "val/loss_future_abs",
+            "val/loss_future_category_mix_abs"} <= set(m)
     assert abs(m["val/loss"] - m["val/loss_contrastive"] - m["val/loss_future"]) < 1e-4
     base = m["trivial_baseline"]
-    assert base["loss_future"] > 0 and {"loss_future_count", "loss_future_category_mix"} <= set(base)
+    assert base["loss_future"] > 0 and {"loss_future_count", "loss_future_category_mix", "loss_future_count_abs"} <= set(base)
 
 
 def test_future_beats_the_constant_guess(tmp_path):
@@ -177,3 +186,117 @@ def test_future_beats_the_constant_guess(tmp_path):
     assert m["val/loss_future"] < 0.95 * base["loss_future"]
     for term in ("next_days", "amount_sum", "channel_mix", "active_days"):  # rhythm, spend, habits
         assert m[f"val/loss_future_{term}"] < base[f"loss_future_{term}"], term
+
+
+def test_value_mix_is_over_the_top_values_plus_missing_and_other():
+    """top_k=2 of five values: the two most frequent codes keep a class each, missing has one,
+    and everything else — the three rarer values, the rare and unseen buckets — is "other"."""
+    lut = mix_lookup(4 + 5, top_k=2)
+    assert lut.tolist() == [0, 0, 0, 1, 2, 3, 0, 0, 0]  # pad, unseen, rare -> other; missing; codes 4, 5; 6-8 -> other
+    assert mix_lookup(4 + 5, top_k=None) is None and mix_lookup(4 + 1, top_k=50).tolist() == [0, 0, 0, 1, 2]
+    spec = FeatureSpec(categorical={"kind": 9}, numeric=SPEC.numeric, scalers=SPEC.scalers)
+    head = FutureSummaryHead(spec, 8, 16, {"top_k": 2})
+    assert head.classes == {"kind": 4} and head.values["kind"].out_features == 4
+    window = [(59.0, 4, 1.0), (58.0, 5, 1.0), (57.0, 5, 1.0), (56.0, 6, 1.0), (55.0, 8, 1.0), (54.0, RARE, 1.0),
+              (53.0, UNSEEN, 1.0), (52.0, MISSING, 1.0)]
+    batch = batch_of([[(100.0, 4, 1.0)] + window])
+    got = head.compute_targets(batch, torch.tensor([60.0]), torch.tensor([1]))
+    assert got["n_window"].item() == 8
+    # other: codes 6, 8, rare, unseen; missing: 1; code 4: 1; code 5: 2
+    assert got["shares"]["kind"][0].tolist() == pytest.approx([4 / 8, 1 / 8, 1 / 8, 2 / 8])
+    full = FutureSummaryHead(spec, 8, 16, {"top_k": None}).compute_targets(batch, torch.tensor([60.0]), torch.tensor([1]))
+    assert full["shares"]["kind"].shape == (1, 9)  # top_k None: one class per code, as before
+
+
+def random_batches(spec: FeatureSpec, sizes=(5, 9, 3), seed: int = 0) -> list[EventBatch]:
+    """Batches of customers with differing history spans (so each batch has its own share of
+    customers a cut can be drawn for) over every categorical field of `spec`."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for size in sizes:
+        histories = []
+        for _ in range(size):
+            n = int(rng.integers(2, 25))
+            span = float(rng.choice([20.0, 200.0]))
+            ages = np.sort(rng.uniform(0, span, n))[::-1]
+            histories.append([(float(a), int(rng.integers(4, 4 + 3)), float(rng.lognormal(2, 1))) for a in ages])
+        b = batch_of(histories)
+        cards = list(spec.categorical.values())
+        cat = torch.stack([torch.from_numpy(rng.integers(4, c, b.categorical.shape[:2])) for c in cards], -1)
+        batches.append(EventBatch(cat.masked_fill(~b.mask.unsqueeze(-1), 0), b.numeric, b.lengths, b.customer_index))
+    return batches
+
+
+TWO_FIELDS = FeatureSpec(categorical={"kind": 4 + 5, "item": 4 + 5000}, numeric=SPEC.numeric, scalers=SPEC.scalers)
+
+
+def test_normalised_terms_score_one_for_the_constant_guess():
+    """Divided by the constant guess's loss, the constant scores exactly 1.0 on every term — a
+    5,000-value field like a 5-value one — and the total (their mean) is 1.0 too."""
+    head = FutureSummaryHead(TWO_FIELDS, 8, 16, {"top_k": None})
+    batches = random_batches(TWO_FIELDS)
+    raw = constant_term_losses(head, batches)
+    assert raw["future_item_mix"] > 2 * raw["future_kind_mix"]  # absolute: the big field dominates
+    head.set_term_scale(raw)
+    base = constant_baseline(head, batches)
+    for name in head.term_names:
+        assert base[f"loss_{name}"] == pytest.approx(1.0, rel=1e-5), name
+        assert base[f"loss_{name}_abs"] == pytest.approx(raw[name], rel=1e-6), name
+    assert base["loss_future"] == pytest.approx(1.0, rel=1e-5)
+    assert base["loss_future_abs"] == pytest.approx(sum(raw.values()), rel=1e-5)
+    unscaled = FutureSummaryHead(TWO_FIELDS, 8, 16, {"top_k": None, "normalise": False})
+    assert constant_baseline(unscaled, batches)["loss_future"] == pytest.approx(sum(raw.values()), rel=1e-5)
+
+
+def test_validation_scores_a_constant_model_exactly_as_the_constant_guess():
+    """The model's validation terms are averaged over the same customers as the constant's (not
+    per batch), so a model that predicts the constant matches the guess term for term: the
+    comparison that early stopping and beats_constant_guess rest on is like for like."""
+    model = SequenceAutoencoder(TWO_FIELDS.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
+                                future={"horizon_days": 30, "top_k": 3})
+    head = model.future_head
+    batches = random_batches(TWO_FIELDS, sizes=(7, 4, 11, 2))
+    guess = constant_guess(head, batches)
+    head.set_term_scale(constant_term_losses(head, batches, guess=guess))
+    with torch.no_grad():  # a head that ignores z and outputs the guess
+        head.scalars.weight.zero_()
+        head.scalars.bias.copy_(torch.cat([guess["count"].view(1), guess["active_days"].view(1), guess["next_days"].view(1), guess["sums"]]))
+        for name, layer in head.values.items():
+            layer.weight.zero_()
+            layer.bias.copy_(torch.log(guess["mix", name] + 1e-8))
+    base = constant_baseline(head, batches, guess=guess)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    got = trainer.validate(model, torch.utils.data.DataLoader(batches, batch_size=None), verbose=False)[0]
+    for key, value in base.items():
+        assert got[f"val/{key}"] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert got["val/loss"] == pytest.approx(base["loss_future"], rel=1e-4)
+
+
+def test_training_draws_n_cuts_per_customer():
+    model = SequenceAutoencoder(SPEC.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
+                                future={"horizon_days": 30, "n_cuts": 3})
+    seen = []
+    encode = model._encode
+    model._encode = lambda batch, corrupt: seen.append(len(batch)) or encode(batch, corrupt)
+    batch = random_batches(SPEC, sizes=(6,))[0]
+    model.train()
+    model.future_loss(batch)
+    model.eval()
+    model.future_loss(batch, torch.Generator().manual_seed(0))
+    assert seen == [18, 6]  # three cuts per customer in training, one (the constant's) in evaluation
+
+
+def test_a_checkpoint_from_before_top_k_and_scales_still_loads():
+    """A model trained before value mixes had top_k and terms had scales: its head is rebuilt
+    as it was (every code a class, absolute terms) so its weights load and it predicts the same."""
+    legacy = SequenceAutoencoder(TWO_FIELDS.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
+                                 future={"horizon_days": 30, "top_k": None, "normalise": False})
+    state = legacy.state_dict()
+    assert not any(k.startswith("future_head.mix_lookup") or k == "future_head.term_scale" for k in state)
+    current = SequenceAutoencoder(TWO_FIELDS.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
+                                  future={"horizon_days": 30})  # today's defaults: top_k 50, normalised
+    current.on_load_checkpoint({"state_dict": state})
+    current.load_state_dict(state)
+    assert current.future_head.classes["item"] == 4 + 5000 and not current.future_head.options["normalise"]
+    z = torch.randn(3, 8)
+    torch.testing.assert_close(current.future_head(z)["logits"]["item"], legacy.future_head(z)["logits"]["item"])

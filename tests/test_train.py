@@ -1,5 +1,6 @@
 """Training: config composition, smoke runs per model, resume, self-contained checkpoints."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,8 @@ def compose_train(overrides: list[str]):
 )
 def test_every_config_group_composes(overrides):
     cfg = compose_train(overrides)
-    assert cfg.trainer.max_epochs >= 1 and cfg.model.embedding_dim == 64
+    epochs = cfg.trainer.max_epochs  # null: the training budget chooses
+    assert (epochs is None or epochs >= 1) and cfg.trainer_budget.min_steps >= 1 and cfg.model.embedding_dim == 64
     assert cfg.data.categorical and cfg.run_name
 
 
@@ -94,13 +96,23 @@ class InterruptAt(L.Callback):
             raise Interrupt
 
 
-def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, tiny_events, monkeypatch):
-    common = ["trainer.max_epochs=2", "callbacks.early_stopping=null", "model.dropout=0.2",
+# explicit: the epochs and batch size set by hand; budget: both chosen by the training budget
+# (2 epochs of 8 batches of 32 for the 240 training customers), early stopping on
+RESUME_SCHEDULES = {
+    "explicit": ["trainer.max_epochs=2", "callbacks.early_stopping=null"],
+    "budget": ["trainer_budget.epochs=1", "trainer_budget.min_steps=16", "loader.batch_size=null"],
+}
+
+
+@pytest.mark.parametrize("schedule", sorted(RESUME_SCHEDULES))
+def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, tiny_events, monkeypatch, schedule):
+    common = [*RESUME_SCHEDULES[schedule], "model.dropout=0.2",
               "model.corruption.mask_prob=0.2", "+callbacks.model_checkpoint.every_n_train_steps=3"]
     full = train(compose_train(tiny_overrides(tmp_path / "a", tiny_events) + common))
     steps = full.datamodule.trainer.global_step
     per_epoch = steps // 2
     assert per_epoch > 4, "need several batches per epoch to stop mid-epoch"
+    assert full.metrics["budget"]["epochs"] == 2 and full.metrics["budget"]["planned_steps"] == steps
 
     # checkpoints wait for a val/loss, so interrupt in the second epoch, one step after a
     # step checkpoint (a multiple of 3); the interrupt itself lands before that step's save
@@ -121,6 +133,31 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, tiny_events, mo
     assert resumed.datamodule.trainer.global_step == steps
     for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
+    assert resumed.metrics["best_val_loss"] == pytest.approx(full.metrics["best_val_loss"], abs=1e-6)
+    assert resumed.metrics["best_epoch"] == pytest.approx(full.metrics["best_epoch"], abs=1e-6)
+
+
+def test_train_metrics_say_loudly_when_the_model_does_not_beat_its_constant_guess(tmp_path, tiny_events, capsys):
+    """A model that cannot learn (lr 0) predicts worse than the constant: train_metrics.json says
+    so per term and overall, the console summary prints the table, and a warning names the fix."""
+    cfg = compose_train(tiny_overrides(tmp_path, tiny_events) + ["trainer.max_epochs=1", "model.lr=0.0"])
+    with pytest.warns(UserWarning, match=r"does not beat its constant guess on validation: val/loss_future [\d.]+ vs [\d.]+.*trainer_budget\.min_steps"):
+        train(cfg)
+    saved = json.loads((tmp_path / "run" / "train_metrics.json").read_text())
+    comparison = saved["future_vs_constant"]
+    assert saved["beats_constant_guess"] is False and comparison["beats_constant_guess"] is False
+    terms = {"future_count", "future_active_days", "future_next_days", "future_amount_sum",
+             "future_event_type_mix", "future_category_mix", "future_channel_mix"}
+    assert set(comparison["terms"]) == terms
+    for row in comparison["terms"].values():
+        assert {"val_loss", "constant", "beats_constant", "val_loss_abs", "constant_abs"} <= set(row)
+        assert row["beats_constant"] == (row["val_loss"] < row["constant"])
+    assert comparison["val_loss"] == pytest.approx(saved["best_epoch"]["val/loss_future"])
+    assert comparison["constant"] == pytest.approx(saved["trivial_baseline"]["loss_future"])
+    assert saved["budget"]["batch_size"] == 32 and saved["budget"]["batch_size_from"] == "loader.batch_size"
+    out = capsys.readouterr().out
+    assert "future objective vs its constant guess" in out and "beats_constant_guess: NO" in out
+    assert "[train] budget: batch 32" in out
 
 
 def test_checkpoint_is_self_contained_in_a_fresh_process(tmp_path, tiny_events):

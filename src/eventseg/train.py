@@ -3,9 +3,11 @@ config in, metrics and objects out; scripts/train.py only composes the config.""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +21,11 @@ from eventseg.artifacts import write_json
 from eventseg.checkpoint import CheckpointError, data_state, load_checkpoint, read_run_identity
 from eventseg.config import check_training_config, plain
 from eventseg.data.datamodule import EventDataModule
-from eventseg.data.split import VAL
+from eventseg.data.split import TRAIN, VAL
 from eventseg.data.store import SequenceStore
-from eventseg.callbacks import RunIdentity
-from eventseg.models.future import constant_baseline
+from eventseg.callbacks import BaselineEarlyStopping, RunIdentity, TrainingSummary
+from eventseg.errors import ConfigError
+from eventseg.models.future import constant_baseline, constant_guess, constant_term_losses
 from eventseg.prepare import PreparedData, prepare_from_config
 from eventseg.runs import combined_hash
 
@@ -67,7 +70,7 @@ def build_model(cfg: DictConfig, prepared: PreparedData) -> L.LightningModule:
 # What makes two trainings the same model: resuming requires the first set to match; reusing a
 # finished model in another run folder requires both (the trainer's schedule changes the result).
 IDENTITY_KEYS = ("model", "objective", "loader", "seed")
-SCHEDULE_KEYS = ("trainer", "callbacks", "compile")
+SCHEDULE_KEYS = ("trainer", "callbacks", "compile", "trainer_budget")
 
 
 def train_identity(cfg: DictConfig, prepared_hash: str, keys=IDENTITY_KEYS) -> dict:
@@ -99,11 +102,122 @@ def checkpoint_dir(cfg: DictConfig) -> Path | None:
     return Path(mc.dirpath) if mc and mc.get("dirpath") else None
 
 
+# How unset trainer.max_epochs / loader.batch_size are chosen (configs/trainer/default.yaml).
+BUDGET_DEFAULTS = {"auto": True, "batch_size": 256, "epochs": 10, "min_steps": 1000, "max_epochs": 100,
+                   "min_batches_per_epoch": 50, "min_batch_size": 32}
+
+
+def budget_options(cfg: DictConfig) -> dict:
+    """trainer_budget with defaults filled in; a bad value is a ConfigError before any work."""
+    options = {**BUDGET_DEFAULTS, **(plain(cfg.get("trainer_budget")) or {})}
+    unknown = set(options) - set(BUDGET_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown trainer_budget keys {sorted(unknown)}; known: {sorted(BUDGET_DEFAULTS)}")
+    if not isinstance(options["auto"], bool):
+        raise ConfigError(f"trainer_budget.auto={options['auto']!r} must be true or false")
+    for key in ("batch_size", "epochs", "max_epochs", "min_batches_per_epoch", "min_batch_size", "min_steps"):
+        value, least = options[key], 0 if key == "min_steps" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"trainer_budget.{key}={value!r} must be an integer >= {least} (default {BUDGET_DEFAULTS[key]})")
+    return options
+
+
+def world_size(trainer_cfg) -> int:
+    """Processes a DDP run splits each epoch's batches between (1 without DDP)."""
+    trainer_cfg = trainer_cfg or {}
+    if "ddp" not in str(trainer_cfg.get("strategy", "")):
+        return 1
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, int) and devices > 0:
+        n = devices
+    elif isinstance(devices, str) and devices.isdigit():
+        n = int(devices)
+    elif OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        n = len(devices)
+    else:  # "auto" / -1: every GPU, or one CPU process
+        n = torch.cuda.device_count() if torch.cuda.is_available() and str(trainer_cfg.get("accelerator")) != "cpu" else 1
+    return max(1, n) * int(trainer_cfg.get("num_nodes", 1) or 1)
+
+
+def _batches_per_epoch(n_customers: int, batch_size: int, world: int, limit) -> int:
+    batches = math.ceil(math.ceil(n_customers / batch_size) / world)
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        batches = min(batches, limit)
+    elif isinstance(limit, float) and limit < 1.0:
+        batches = max(1, int(batches * limit))
+    return max(1, batches)
+
+
+def training_budget(cfg: DictConfig, n_train: int, world: int = 1) -> dict:
+    """The batch size and number of epochs this training runs with.
+
+    A number set in loader.batch_size or trainer.max_epochs is used as it is. Left unset (null,
+    the default), it comes from trainer_budget and the number of training customers: the batch
+    is trainer_budget.batch_size, lowered (to no less than min_batch_size) until an epoch has
+    min_batches_per_epoch batches; the epochs are trainer_budget.epochs, raised (to at most
+    max_epochs) until training runs min_steps optimizer steps. With the defaults a 16,000-customer
+    training set keeps batch 256 and gets up to 16 epochs (1,008 steps); a 2,600-customer one gets
+    batch 52 and up to 20 epochs (1,020 steps) instead of 10 epochs of 11 batches. Planned on
+    world_size ranks, each taking its share of the batches. trainer_budget.auto=false: the unset
+    ones are trainer_budget.batch_size and .epochs, as they are. Early stopping still ends training
+    sooner (see BaselineEarlyStopping).
+    """
+    options = budget_options(cfg)
+    loader, trainer_cfg = cfg.get("loader") or {}, cfg.get("trainer") or {}
+    n = max(1, int(n_train))
+    batch, epochs = loader.get("batch_size"), trainer_cfg.get("max_epochs")
+    out = {"auto": options["auto"], "train_customers": int(n_train), "world_size": world,
+           "batch_size_from": "loader.batch_size" if batch is not None else "trainer_budget",
+           "epochs_from": "trainer.max_epochs" if epochs is not None else "trainer_budget"}
+    if batch is None:
+        batch = options["batch_size"]
+        if options["auto"]:
+            wanted = n // (options["min_batches_per_epoch"] * world)
+            batch = min(batch, max(options["min_batch_size"], wanted))
+    per_epoch = _batches_per_epoch(n, int(batch), world, trainer_cfg.get("limit_train_batches"))
+    if epochs is None:
+        epochs = options["epochs"]
+        if options["auto"]:
+            epochs = min(options["max_epochs"], max(epochs, math.ceil(options["min_steps"] / per_epoch)))
+    out.update(batch_size=int(batch), epochs=int(epochs), steps_per_epoch=per_epoch, planned_steps=per_epoch * int(epochs),
+               min_steps=options["min_steps"] if options["auto"] else None)
+    return out
+
+
+def _with_budget(cfg: DictConfig, budget: dict) -> DictConfig:
+    """cfg with the batch size and epochs the budget chose written in (what the run really uses)."""
+    run_cfg = cfg.copy()
+    OmegaConf.update(run_cfg, "loader.batch_size", budget["batch_size"], force_add=True)
+    OmegaConf.update(run_cfg, "trainer.max_epochs", budget["epochs"], force_add=True)
+    return run_cfg
+
+
+def _budget_line(budget: dict) -> str:
+    chosen = [what for what, key in (("batch", "batch_size_from"), ("epochs", "epochs_from")) if budget[key] == "trainer_budget"]
+    if not chosen:
+        how = "both as set"
+    elif not budget["auto"]:
+        how = f"{' and '.join(chosen)} from trainer_budget, auto=false"
+    else:
+        how = (f"{' and '.join(chosen)} chosen for {budget['train_customers']:,} training customers, trainer_budget.min_steps="
+               f"{budget['min_steps']}; set loader.batch_size / trainer.max_epochs, or trainer_budget.auto=false, to fix them")
+    return (f"[train] budget: batch {budget['batch_size']}, {budget['steps_per_epoch']} steps per epoch, "
+            f"up to {budget['epochs']} epochs = {budget['planned_steps']:,} steps ({how})")
+
+
 def train(cfg: DictConfig, prepared: PreparedData | None = None) -> TrainResult:
-    """Train on `prepared`, or prepare the configured data first."""
+    """Train on `prepared`, or prepare the configured data first.
+
+    The batch size and epochs come from `training_budget`; with the future objective, each
+    term is scaled by its constant guess's loss on the training customers, and early stopping
+    waits until the model beats its constant guess on the validation customers.
+    """
     check_training_config(cfg)
+    budget_options(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     prepared = prepared if prepared is not None else prepared_data(cfg)
+    budget = training_budget(cfg, int((prepared.splits == TRAIN).sum()), world_size(cfg.get("trainer")))
+    cfg = _with_budget(cfg, budget)
     prepared_dir = Path(cfg.out_dir) / "prepared"
     identity = train_identity(cfg, prepared_hash(prepared_dir) if prepared_dir.exists() else "in-memory")
     ckpt_dir = checkpoint_dir(cfg)
@@ -113,23 +227,45 @@ def train(cfg: DictConfig, prepared: PreparedData | None = None) -> TrainResult:
         shutil.rmtree(ckpt_dir)  # this run's own folder: a fresh training replaces it, never best-v1.ckpt
     model = build_model(cfg, prepared)
     datamodule = EventDataModule(prepared.store, prepared.splits, seed=cfg.seed, **cfg.loader)
+    constant: dict = {}
+    head = getattr(model, "future_head", None)
+    if head is not None:
+        # before training: the constant guess (the training customers' mean target), its loss on
+        # them (the scales the loss divides by) and on the validation customers (the bar the model
+        # must clear, for early stopping and the summary)
+        guess = constant_guess(head, datamodule.eval_dataloader(TRAIN))
+        head.set_term_scale(constant_term_losses(head, datamodule.eval_dataloader(TRAIN), guess=guess))
+        constant = constant_baseline(head, datamodule.val_dataloader(), guess=guess)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks.append(RunIdentity(identity))
+    for c in callbacks:
+        if isinstance(c, BaselineEarlyStopping):
+            c.baseline = constant.get(c.baseline_monitor.removeprefix("val/"))
+        if isinstance(c, TrainingSummary):
+            c.constant, c.budget = constant, budget
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer_options = dict(cfg.trainer)
     if not sys.stdout.isatty():
         trainer_options["enable_progress_bar"] = False  # a log file gets the summary, not bar redraws
     trainer = L.Trainer(**trainer_options, callbacks=callbacks, logger=loggers or False)
+    if trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
+        print(_budget_line(budget), flush=True)
     if cfg.get("compile"):
         model.compile()  # compiles forward in place, so checkpoint keys stay those of the plain module
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
-    summary = next((c.summary for c in callbacks if hasattr(c, "summary")), {})
+    summary_cb = next((c for c in callbacks if isinstance(c, TrainingSummary)), None)
+    summary = summary_cb.summary if summary_cb is not None else {}
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics.update(summary)
+    metrics["budget"] = budget
+    if summary_cb is not None and summary_cb.best_metrics:
+        metrics["best_epoch"] = summary_cb.best_metrics
     metrics["trivial_baseline"] = trivial_baseline(prepared.store, prepared.splits)
-    if getattr(model, "future_head", None) is not None:
-        metrics["trivial_baseline"].update(constant_baseline(model.future_head, datamodule.val_dataloader()))
+    metrics["trivial_baseline"].update(constant)
+    comparison = summary.get("future_vs_constant")
+    if comparison and not comparison["beats_constant_guess"] and trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
+        warnings.warn(_no_better_than_constant(comparison, budget), stacklevel=2)
     for key in ("best_checkpoint", "last_checkpoint"):  # relative to out_dir, so a copied run still finds them
         if metrics.get(key):
             metrics[key] = _relative_to(Path(metrics[key]), Path(cfg.out_dir))
@@ -138,6 +274,16 @@ def train(cfg: DictConfig, prepared: PreparedData | None = None) -> TrainResult:
     if trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
         write_json(metrics, Path(cfg.out_dir) / "train_metrics.json")
     return TrainResult(metrics, checkpoint, model, datamodule, prepared)
+
+
+def _no_better_than_constant(comparison: dict, budget: dict) -> str:
+    losing = [f"{name} {r['val_loss']:.3f} vs {r['constant']:.3f}" for name, r in comparison["terms"].items() if not r["beats_constant"]]
+    return (f"the trained model does not beat its constant guess on validation: val/loss_future "
+            f"{comparison['val_loss']:.4f} vs {comparison['constant']:.4f} for giving every customer the training mean "
+            f"(terms that lose: {', '.join(losing) or 'none alone'}), after {budget['planned_steps']:,} planned steps at batch "
+            f"{budget['batch_size']}. Its embeddings then say little about what customers do next. Likely fix: more "
+            "optimizer steps (trainer_budget.min_steps, trainer.max_epochs) or a smaller loader.batch_size; for a "
+            "losing value mix, fewer classes (objective.future.top_k); see future_vs_constant in train_metrics.json")
 
 
 def _relative_to(path: Path, root: Path) -> str:

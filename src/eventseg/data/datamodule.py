@@ -137,6 +137,13 @@ class EventDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def eval_dataloader(self, split: int = TRAIN) -> DataLoader:
+        """Every customer of `split` once, sorted by length, in eval-size batches, whatever the
+        rank: for statistics computed before training (the future objective's constant guess)."""
+        sampler = BucketBatchSampler(np.flatnonzero(self.splits == split), self.store.lengths, self.eval_batch_size,
+                                     shuffle=False, seed=self.seed, pool_batches=self.pool_batches)
+        return DataLoader(CustomerSequences(self.store), batch_sampler=sampler, collate_fn=keep_batch)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(TRAIN, shuffle=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from eventseg.data.schema import EventSchema
 
 FORMAT_VERSION = 1
 _FIT_SAMPLE = 1_000_000  # quantiles from a sample this size are exact to ~1e-3; full sorts cost seconds
+RARE_SHARE_WARNING = 0.5  # a field whose rare bucket holds more of its events than this has (almost) no vocabulary
 TIME_FEATURES = ("time_log_gap", "time_first_event", "time_hour_sin", "time_hour_cos", "time_week_sin", "time_week_cos", "time_log_age")
 
 
@@ -34,7 +36,10 @@ class CategoricalEncoder:
     rare: list[str]  # seen in training, too rare for a code of their own
 
     @classmethod
-    def fit(cls, values: pd.Series, max_size: int = 5000, min_count: int = 5) -> "CategoricalEncoder":
+    def fit(cls, values: pd.Series, max_size: int = 5000, min_count: int = 5, name: str | None = None) -> "CategoricalEncoder":
+        """Fit on the training values. A field whose vocabulary collapses to (almost) only the
+        rare bucket — most of its events have values seen fewer than min_count times, or past
+        max_size — is a warning naming the field, the counts and the setting to change."""
         cat = _as_categorical(values)
         counts = np.bincount(cat.codes[cat.codes >= 0], minlength=len(cat.categories))
         names = cat.categories.astype(str).to_numpy()
@@ -45,6 +50,10 @@ class CategoricalEncoder:
         keep = np.zeros(len(names), dtype=bool)
         keep[:max_size] = True
         keep &= counts >= min_count
+        total = int(counts.sum())
+        if total and counts[~keep].sum() > RARE_SHARE_WARNING * total:
+            warnings.warn(_collapse_message(name if name is not None else values.name, counts, keep, max_size, min_count),
+                          stacklevel=2)
         return cls(vocabulary=names[keep].tolist(), rare=names[~keep].tolist())
 
     @property
@@ -225,6 +234,35 @@ class EventEncoders:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EventEncoders":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _collapse_message(name, counts: np.ndarray, keep: np.ndarray, max_size: int, min_count: int) -> str:
+    """What went wrong with a field that is mostly rare bucket, and the setting that fixes it."""
+    total = int(counts.sum())
+    share = counts[~keep].sum() / total
+    field = f"categorical field {name!r}" if name is not None else "a categorical field"
+    head = (f"{field}: {len(counts):,} distinct values in the training events, but only {int(keep.sum()):,} get a code "
+            f"of their own (seen at least data.encoders.min_count={min_count} times, at most "
+            f"data.encoders.max_vocab={max_size:,}); {share:.0%} of its {total:,} events fall in the one shared rare "
+            f"bucket, so the model cannot tell those values apart.")
+
+    def covered(mask: np.ndarray) -> str:
+        return f"{counts[mask].sum() / total:.0%}"
+
+    fixes = []
+    frequent = counts >= min_count
+    if frequent.sum() > max_size:
+        fixes.append(f"data.encoders.max_vocab={int(frequent.sum()):,} ({covered(frequent)} of the events get a code)")
+    for lower in sorted({2, max(2, min_count // 2)}, reverse=True):
+        kept = counts >= lower
+        if lower < min_count and kept.sum() > keep.sum():
+            also = f" with data.encoders.max_vocab={int(kept.sum()):,}" if kept.sum() > max_size else ""
+            fixes.append(f"data.encoders.min_count={lower}{also} ({covered(kept)} of the events get a code)")
+    fix = f"Fix: {' or '.join(fixes)}; or drop" if fixes else "Fix: drop"
+    message = f"{head} {fix} the field or map it to a coarser one (a category instead of an item id)"
+    if np.median(counts) < 2:
+        message += "; most of its values are seen once: it looks like an id, not a category"
+    return message + "."
 
 
 def _as_categorical(values: pd.Series) -> pd.Categorical:

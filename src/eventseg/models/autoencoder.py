@@ -14,7 +14,7 @@ from eventseg.data.batch import UNSEEN, EventBatch, FeatureSpec
 from eventseg.models.contrastive import contrastive_options, info_nce, subsequence_views
 from eventseg.models.decoder import DECODERS, OutputHeads
 from eventseg.models.event_encoder import EventEncoder
-from eventseg.models.future import FutureSummaryHead
+from eventseg.models.future import LEGACY, FutureSummaryHead, repeat_batch
 from eventseg.models.losses import ReconstructionLoss
 from eventseg.models.sequence_encoder import SEQUENCE_ENCODERS
 
@@ -80,7 +80,10 @@ class SequenceAutoencoder(L.LightningModule):
     {"temperature": 0.1, "min_frac": 0.3, "max_frac": 0.9, "n_views": 2}. Its views (n_views
     per customer) are encoded like the training input, corruption included.
     future: options of the future-summary objective (see eventseg.models.future):
-    {"horizon_days": 30, "huber_delta": 1.0}. Its prefixes are encoded like the training input.
+    {"horizon_days": 30, "huber_delta": 1.0, "top_k": 50, "normalise": True, "n_cuts": 1}. Its
+    prefixes are encoded like the training input; training draws n_cuts cuts per customer.
+    With normalise, set the head's term scales (`future_head.set_term_scale`) before training:
+    eventseg.train does, from the constant guess on the training customers.
     """
 
     def __init__(
@@ -198,24 +201,36 @@ class SequenceAutoencoder(L.LightningModule):
         return info_nce(z, o["n_views"], o["temperature"])
 
     def future_loss(
-        self, batch: EventBatch, generator: torch.Generator | None = None
+        self, batch: EventBatch, generator: torch.Generator | None = None,
+        term_weights: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Predict the summary of the window after a random cut time from z of the history before it."""
+        """Predict the summary of the window after a random cut time from z of the history before it.
+
+        Training draws `n_cuts` independent cuts per customer (the loss is the mean over all of
+        them); evaluation one, the same ones the constant guess is scored on. `term_weights`, when
+        given, receives each term's weight (the customers it is a mean over).
+        """
         head = self.future_head
-        horizon = head.options["horizon_days"]
-        cut_age, k, usable = head.targets.sample_cuts(batch, horizon, generator)
+        if self.training:
+            batch = repeat_batch(batch, head.options["n_cuts"])
+        cut_age, k, usable = head.targets.sample_cuts(batch, head.options["horizon_days"], generator)
         z, _ = self._encode(head.targets.prefix(batch, cut_age, k), corrupt=self.training)
-        target = head.targets.compute(batch, cut_age, k, horizon, head.cardinality)
-        return head.loss(head(z), target, usable)
+        raw, weights = head.raw_terms(head(z), head.compute_targets(batch, cut_age, k), usable)
+        total, terms = head.combine(raw)
+        if term_weights is not None:
+            term_weights.update({name: weights[name.removesuffix("_abs")] for name in terms if name != "future_abs"})
+        return total, terms
 
     def objective_losses(
-        self, batch: EventBatch, with_accuracy: bool = False, generator: torch.Generator | None = None
+        self, batch: EventBatch, with_accuracy: bool = False, generator: torch.Generator | None = None,
+        term_weights: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(weighted total, {term: loss}, {categorical field: accuracy}) over the objectives.
 
         Terms are the reconstruction fields' losses, "contrastive", and the future-summary
-        terms ("future" and its parts). With reconstruction alone at weight 1 this is exactly
-        the reconstruction loss.
+        terms ("future" and its parts, see FutureSummaryHead.combine). With reconstruction alone
+        at weight 1 this is exactly the reconstruction loss. `term_weights` receives the future
+        parts' weights (see future_loss).
         """
         total = None
         losses: dict[str, torch.Tensor] = {}
@@ -232,7 +247,7 @@ class SequenceAutoencoder(L.LightningModule):
             term = self.objective_weights["contrastive"] * contrast
             total = term if total is None else total + term
         if "future" in self.objective_weights:
-            future, parts = self.future_loss(batch, generator)
+            future, parts = self.future_loss(batch, generator, term_weights)
             losses["future"] = future
             losses.update(parts)
             term = self.objective_weights["future"] * future
@@ -290,22 +305,75 @@ class SequenceAutoencoder(L.LightningModule):
             f"(global step {self.global_step}); non-finite terms: {bad_fields}.{hint}"
         )
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums: dict[str, list[torch.Tensor]] = {}
+
+    def _accumulate(self, name: str, value: torch.Tensor, weight) -> None:
+        weight = torch.as_tensor(weight, dtype=torch.float32, device=value.device)
+        sums = self._val_sums.setdefault(name, [torch.zeros((), device=value.device), torch.zeros((), device=value.device)])
+        sums[0] += value.detach().float() * weight
+        sums[1] += weight
+
     def validation_step(self, batch: EventBatch, batch_idx: int) -> None:
         generator = None
         if {"contrastive", "future"} & set(self.objective_weights):
             # Fixed views and prefixes per batch, so the validation loss (which checkpointing and early
             # stopping monitor) does not move with the draw of the views.
             generator = torch.Generator(device=batch.lengths.device).manual_seed(batch_idx)
-        loss, losses, accs = self.objective_losses(batch, with_accuracy=True, generator=generator)
+        weights: dict[str, torch.Tensor] = {}
+        loss, losses, accs = self.objective_losses(batch, with_accuracy=True, generator=generator, term_weights=weights)
         size = len(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        future = "future" in self.objective_weights
+        if future:
+            # the rest of the total, per batch; the future part is rebuilt from its epoch-level terms
+            loss = loss - self.objective_weights["future"] * losses["future"]
+        self._accumulate("loss", loss, size)
         for name, value in losses.items():
-            self.log(f"val/loss_{name}", value, batch_size=size, sync_dist=True)
+            if not (future and name.startswith("future")):
+                self._accumulate(f"loss_{name}", value, size)
+            elif name in weights:
+                self._accumulate(f"loss_{name}", value, weights[name])
         for name, value in accs.items():
-            self.log(f"val/acc_{name}", value, batch_size=size, sync_dist=True)
+            self._accumulate(f"acc_{name}", value, size)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log every validation metric as a mean over customers (a future term over the customers
+        it is defined for, as the constant guess is scored), summed over ranks first."""
+        sums = getattr(self, "_val_sums", None)
+        if not sums:
+            return
+        names = list(sums)
+        stacked = torch.stack([torch.stack(sums[name]) for name in names])  # [n, 2]
+        if self.trainer.world_size > 1:
+            stacked = self.trainer.strategy.reduce(stacked, reduce_op="sum")
+        means = dict(zip(names, (stacked[:, 0] / stacked[:, 1].clamp_min(1.0)).unbind()))
+        total = means.pop("loss")
+        head = self.future_head
+        if "future" in self.objective_weights:
+            raw = {name: means[f"loss_{name}_abs" if head.options["normalise"] else f"loss_{name}"] for name in head.term_names}
+            future, terms = head.combine(raw)
+            means.update({f"loss_{name}": value for name, value in terms.items()})
+            means["loss_future"] = future
+            total = total + self.objective_weights["future"] * future
+        self.log("val/loss", total, prog_bar=True)
+        for name, value in means.items():
+            self.log(f"val/{name}", value)
+        self._val_sums = {}
 
     def predict_step(self, batch: EventBatch, batch_idx: int) -> dict[str, torch.Tensor]:
         return {"customer_index": batch.customer_index, "embedding": self.encode(batch).float()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint written before the future head had term scales and top-k value mixes
+        (every code its own class, the absolute terms summed): rebuild the head that way, so its
+        weights load and the model predicts what it was trained to."""
+        state, head = checkpoint.get("state_dict", {}), self.future_head
+        if head is None or not state or all(head.options[k] == v for k, v in LEGACY.items()):
+            return  # nothing to rebuild (a model trained without both today needs no change)
+        if "future_head.term_scale" not in state and not any(key.startswith("future_head.mix_lookup_") for key in state):
+            options = {**head.options, **LEGACY}
+            self.future_head = FutureSummaryHead(self.spec, self.hparams.embedding_dim, self.hparams.d_model, options)
+            self.hparams.future = options
 
     def configure_optimizers(self):
         """AdamW, no decay on biases, norms and embedding tables; linear warm-up, cosine to 0."""

@@ -11,6 +11,16 @@ last event: recency included), and the window is [cut, cut + horizon). Cuts are 
 whole window lies before the data's anchor, which makes an empty window a real observation
 ("went quiet"), not missing data. Every target uses only events at or after the cut.
 
+Two things keep the terms comparable (options `top_k` and `normalise`):
+- a categorical field's value mix is over its `top_k` most frequent values, "missing" and
+  "other" (every rarer value, the rare and unseen buckets): a 5,000-value field then neither
+  dominates the loss (a cross-entropy over 5,000 classes is large even at its best) nor is
+  noise (a share spread over 5,000 values that each customer buys once is unpredictable);
+- each term is divided by the loss of the constant guess (the training customers' mean
+  target) set with `FutureSummaryHead.set_term_scale`, and the objective is their mean: 1.0 is
+  "no better than the constant", whatever the field, and a term below 1.0 beats it. The
+  absolute terms are reported beside them as `<term>_abs`.
+
 Raw units (days, amounts) are recovered from the standardised features with the scalers in
 the FeatureSpec. Everything runs on the batch's device with no host sync.
 """
@@ -21,11 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eventseg.data.batch import EventBatch, FeatureSpec
+from eventseg.data.batch import MISSING, N_SPECIAL, EventBatch, FeatureSpec
 from eventseg.data.encoders import signed_log1p
 
-DEFAULTS = {"horizon_days": 30.0, "huber_delta": 1.0}
+# top_k: value-mix classes per categorical field (None: every code of the vocabulary, as
+# checkpoints written before top_k existed); normalise: divide each term by its constant
+# guess's loss; n_cuts: random cuts per customer in each training step (the loss is their mean).
+DEFAULTS = {"horizon_days": 30.0, "huber_delta": 1.0, "top_k": 50, "normalise": True, "n_cuts": 1}
+LEGACY = {"top_k": None, "normalise": False}  # what a checkpoint without term scales was trained with
 AGE = "time_log_age"
+OTHER, MISSING_CLASS = 0, 1  # value-mix classes before the top-k values
+MIN_TERM_SCALE = 1e-2  # a term whose constant guess is (almost) perfect is not blown up by 1/0
 
 
 def future_options(options: dict | None) -> dict:
@@ -34,10 +50,37 @@ def future_options(options: dict | None) -> dict:
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown future options {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    out = {k: float(options.get(k, v)) for k, v in DEFAULTS.items()}
+    out = {**DEFAULTS, **options}
+    out["horizon_days"], out["huber_delta"] = float(out["horizon_days"]), float(out["huber_delta"])
     if out["horizon_days"] <= 0:
         raise ValueError(f"future horizon_days must be > 0, got {out['horizon_days']}")
+    if out["top_k"] is not None and (isinstance(out["top_k"], bool) or int(out["top_k"]) != out["top_k"] or out["top_k"] < 1):
+        raise ValueError(f"future top_k must be a positive integer or null (every value), got {out['top_k']!r}")
+    if isinstance(out["n_cuts"], bool) or int(out["n_cuts"]) != out["n_cuts"] or out["n_cuts"] < 1:
+        raise ValueError(f"future n_cuts must be a positive integer, got {out['n_cuts']!r}")
+    out["top_k"] = None if out["top_k"] is None else int(out["top_k"])
+    out["n_cuts"], out["normalise"] = int(out["n_cuts"]), bool(out["normalise"])
     return out
+
+
+def mix_lookup(cardinality: int, top_k: int | None) -> torch.Tensor | None:
+    """Code -> value-mix class: OTHER, MISSING_CLASS, then the top_k most frequent values
+    (vocabulary codes are frequency-ordered, so those are codes N_SPECIAL .. N_SPECIAL + top_k - 1).
+    Padding, unseen, rare and every value past the top_k are OTHER. None: no mapping (top_k None)."""
+    if top_k is None:
+        return None
+    lut = torch.full((cardinality,), OTHER, dtype=torch.long)
+    lut[MISSING] = MISSING_CLASS
+    n = max(0, min(top_k, cardinality - N_SPECIAL))
+    lut[N_SPECIAL : N_SPECIAL + n] = torch.arange(2, 2 + n)
+    return lut
+
+
+def repeat_batch(batch: EventBatch, n: int) -> EventBatch:
+    """The batch n times over (rows i, i + B, ...: the same customer), for n independent cuts."""
+    if n == 1:
+        return batch
+    return batch.apply(lambda t: t.repeat(n, *([1] * (t.dim() - 1))))
 
 
 def _raw(values: torch.Tensor, scaler: dict) -> torch.Tensor:
@@ -97,7 +140,7 @@ class FutureTargets:
         return EventBatch(batch.categorical, numeric, k, batch.customer_index)
 
     def compute(self, batch: EventBatch, cut_age: torch.Tensor, k: torch.Tensor, horizon_days: float,
-                cardinality: dict[str, int]) -> dict:
+                classes: dict[str, int], lookups: dict[str, torch.Tensor] | None = None) -> dict:
         """Targets for the window [cut, cut + horizon_days): events whose age to the anchor is
         in (cut_age - horizon_days, cut_age].
 
@@ -106,7 +149,7 @@ class FutureTargets:
         unlike events do not grow with basket size (one grocery trip can be 30 line items),
         "next_days": log1p(days from the cut to the next event) [B], "next_seen": bool [B]
         (False: no later event in the data, so next_days is a lower bound: the days from the
-        cut to the anchor), "shares": {field: [B, cardinality] share of each value among
+        cut to the anchor), "shares": {field: [B, n_classes] share of each value-mix class among
         window events, zeros when the window is empty}, "sums": [B, n_numeric]
         signed_log1p(window sum of each numeric field), "in_window": bool [B, L]}.
         """
@@ -129,7 +172,10 @@ class FutureTargets:
         next_days = torch.where(next_seen.unsqueeze(1), cut - next_age, cut).squeeze(1).clamp_min(0.0)
         shares = {}
         for i, name in enumerate(self.categorical):
-            counts = weight.new_zeros(len(k), cardinality[name]).scatter_add_(1, batch.categorical[..., i], weight)
+            codes = batch.categorical[..., i]
+            if lookups is not None and name in lookups:
+                codes = lookups[name].to(codes.device)[codes]
+            counts = weight.new_zeros(len(k), classes[name]).scatter_add_(1, codes, weight)
             shares[name] = counts / count.clamp_min(1.0).unsqueeze(1)
         sums = [
             signed_log1p(torch.where(in_window & (batch.numeric[..., flag] < 0.5), _raw(batch.numeric[..., col], scaler), 0.0).sum(1))
@@ -148,16 +194,53 @@ class FutureTargets:
 
 
 class FutureSummaryHead(nn.Module):
-    """z of a prefix -> predicted summary of the window after it, and the loss against it."""
+    """z of a prefix -> predicted summary of the window after it, and the loss against it.
+
+    Buffers (saved in checkpoints): each field's code -> value-mix class lookup, and
+    `term_scale`, each term's constant-guess loss that the loss divides by (ones until
+    `set_term_scale`; unused with normalise=False).
+    """
 
     def __init__(self, spec: FeatureSpec, embedding_dim: int, hidden: int, options: dict | None = None):
         super().__init__()
         self.options = future_options(options)
         self.targets = FutureTargets(spec)
         self.cardinality = dict(spec.categorical)
+        self.lookups: dict[str, torch.Tensor] = {}
+        self.classes: dict[str, int] = {}
+        for i, (name, card) in enumerate(self.cardinality.items()):
+            lut = mix_lookup(card, self.options["top_k"])
+            if lut is None:
+                self.classes[name] = card
+            else:
+                self.register_buffer(f"mix_lookup_{i}", lut)  # field names may hold dots: buffers go by position
+                self.classes[name] = int(lut.max()) + 1
         self.trunk = nn.Sequential(nn.Linear(embedding_dim, hidden), nn.GELU())
         self.scalars = nn.Linear(hidden, 3 + len(self.targets.numeric))  # count, active days, next_days, sums
-        self.values = nn.ModuleDict({name: nn.Linear(hidden, card) for name, card in self.cardinality.items()})
+        self.values = nn.ModuleDict({name: nn.Linear(hidden, self.classes[name]) for name in self.cardinality})
+        self.term_names = ["future_count", "future_active_days", "future_next_days",
+                           *(f"future_{name}_sum" for name in self.targets.numeric),
+                           *(f"future_{name}_mix" for name in self.cardinality)]
+        if self.options["normalise"]:
+            self.register_buffer("term_scale", torch.ones(len(self.term_names)))
+
+    def mix_lookups(self) -> dict[str, torch.Tensor]:
+        """{field: code -> class} on the module's device (empty with top_k None)."""
+        return {name: getattr(self, f"mix_lookup_{i}") for i, name in enumerate(self.cardinality)
+                if hasattr(self, f"mix_lookup_{i}")}
+
+    def compute_targets(self, batch: EventBatch, cut_age: torch.Tensor, k: torch.Tensor) -> dict:
+        return self.targets.compute(batch, cut_age, k, self.options["horizon_days"], self.classes, self.mix_lookups())
+
+    def set_term_scale(self, constant_terms: dict[str, float]) -> None:
+        """Divide each term by this (its constant guess's loss, from `constant_term_losses`)."""
+        if not self.options["normalise"]:
+            return
+        missing = set(self.term_names) - set(constant_terms)
+        if missing:
+            raise ValueError(f"no constant-guess loss for the terms {sorted(missing)}")
+        values = [max(float(constant_terms[name]), MIN_TERM_SCALE) for name in self.term_names]
+        self.term_scale.copy_(torch.tensor(values, dtype=self.term_scale.dtype))
 
     def forward(self, z: torch.Tensor) -> dict:
         h = self.trunk(z)
@@ -170,10 +253,13 @@ class FutureSummaryHead(nn.Module):
             "logits": {name: head(h).float() for name, head in self.values.items()},
         }
 
-    def loss(self, pred: dict, target: dict, usable: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(total, {term: loss}); each term a mean over usable customers (0 if none are)."""
+    def raw_terms(self, pred: dict, target: dict, usable: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """({term: absolute loss}, {term: its weight, the customers it is a mean over}); each
+        term a mean over usable customers (value mixes: those whose window has events; 0 if none)."""
         delta = self.options["huber_delta"]
         w = usable.float()
+        active = w * (target["n_window"] > 0).float()  # a value mix exists only where the window has events
+        n_usable, n_active = w.sum(), active.sum()
 
         def mean(per_customer: torch.Tensor, weight: torch.Tensor = w) -> torch.Tensor:
             return (per_customer * weight).sum() / weight.sum().clamp_min(1.0)
@@ -188,32 +274,46 @@ class FutureSummaryHead(nn.Module):
             err = F.huber_loss(pred["sums"], target["sums"], reduction="none", delta=delta)
             for j, name in enumerate(self.targets.numeric):
                 terms[f"future_{name}_sum"] = mean(err[:, j])
-        active = w * (target["n_window"] > 0).float()  # a value mix exists only where the window has events
         for name, logits in pred["logits"].items():
             ce = -(target["shares"][name] * F.log_softmax(logits, dim=-1)).sum(1)
             terms[f"future_{name}_mix"] = mean(ce, active)
-        total = torch.stack(list(terms.values())).sum()
-        return total, terms
+        weights = {name: n_active if name.endswith("_mix") else n_usable for name in terms}
+        return terms, weights
+
+    def combine(self, raw: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, {term: loss}) from absolute terms. Normalised: each term over its constant
+        guess's loss, the total their mean (1.0 = the constant guess), and the absolute terms as
+        `<term>_abs` plus their sum `future_abs`. Otherwise the absolute terms and their sum."""
+        if not self.options["normalise"]:
+            return torch.stack(list(raw.values())).sum(), dict(raw)
+        values = torch.stack([raw[name] for name in self.term_names])
+        scaled = values / self.term_scale.to(device=values.device, dtype=values.dtype)
+        terms = dict(zip(self.term_names, scaled.unbind()))
+        terms.update({f"{name}_abs": raw[name] for name in self.term_names})
+        terms["future_abs"] = values.sum()
+        return scaled.mean(), terms
+
+    def loss(self, pred: dict, target: dict, usable: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, {term: loss}); see `raw_terms` and `combine`."""
+        return self.combine(self.raw_terms(pred, target, usable)[0])
 
 
-def constant_baseline(head: FutureSummaryHead, batches, seed: int = 0) -> dict[str, float]:
-    """Future-objective loss terms of a constant guess (the mean target, the average value
-    mix) over `batches`: the objective's loss means something only beside this.
+def _scored_batches(head: FutureSummaryHead, batches, seed: int):
+    """(targets, usable) per batch, with the cuts validation draws for batch i (seed + i)."""
+    for i, batch in enumerate(batches):
+        generator = torch.Generator(device=batch.lengths.device).manual_seed(seed + i)
+        cut_age, k, usable = head.targets.sample_cuts(batch, head.options["horizon_days"], generator)
+        yield head.compute_targets(batch, cut_age, k), usable
 
-    Two streaming passes over the (re-iterable) batches with the same cuts: the first sums
-    the targets, the second scores the constant; memory stays O(vocabulary), not O(customers).
-    """
-    horizon = head.options["horizon_days"]
 
-    def targets():
-        for i, batch in enumerate(batches):
-            generator = torch.Generator(device=batch.lengths.device).manual_seed(seed + i)
-            cut_age, k, usable = head.targets.sample_cuts(batch, horizon, generator)
-            target = head.targets.compute(batch, cut_age, k, horizon, head.cardinality)
-            yield target, usable.float(), usable.float() * (target["n_window"] > 0).float()
-
+@torch.no_grad()
+def constant_guess(head: FutureSummaryHead, batches, seed: int = 0) -> dict:
+    """The constant guess: every target's mean over `batches` (the value mixes' average share),
+    each over the customers its term is a mean over. One streaming pass, memory O(vocabulary)."""
     sums: dict = {}
-    for target, w, active in targets():
+    for target, usable in _scored_batches(head, batches, seed):
+        w = usable.float()
+        active = w * (target["n_window"] > 0).float()
         seen = w * target["next_seen"].float()
         for key, value, weight in (
             ("count", target["count"], w), ("active_days", target["active_days"], w),
@@ -222,22 +322,42 @@ def constant_baseline(head: FutureSummaryHead, batches, seed: int = 0) -> dict[s
         ):
             total, n = sums.get(key, (0.0, 0.0))
             sums[key] = (total + (value * weight.view(-1, *([1] * (value.dim() - 1)))).sum(0), n + weight.sum())
-    if not sums:
-        return {}
-    mean = {key: total / max(float(n), 1.0) for key, (total, n) in sums.items()}
+    return {key: total / max(float(n), 1.0) for key, (total, n) in sums.items()}
 
-    scored: dict[str, list[float]] = {}
-    for target, w, active in targets():
-        b = len(w)
+
+@torch.no_grad()
+def constant_term_losses(head: FutureSummaryHead, batches, seed: int = 0, guess: dict | None = None) -> dict[str, float]:
+    """Each future term's absolute loss over `batches` when every customer gets the same
+    `guess` (default: the mean target of these batches, `constant_guess`), averaged over
+    customers as validation averages the model's. Streams the batches (re-iterable) once more.
+    """
+    guess = constant_guess(head, batches, seed) if guess is None else guess
+    if not guess:
+        return {}
+    scored: dict[str, tuple[float, float]] = {}
+    for target, usable in _scored_batches(head, batches, seed):
+        b = len(usable)
         pred = {
-            "count": mean["count"].expand(b), "active_days": mean["active_days"].expand(b),
-            "next_days": mean["next_days"].expand(b), "sums": mean["sums"].expand(b, -1),
-            "logits": {name: torch.log(mean["mix", name] + 1e-8).expand(b, -1) for name in head.cardinality},
+            "count": guess["count"].expand(b), "active_days": guess["active_days"].expand(b),
+            "next_days": guess["next_days"].expand(b), "sums": guess["sums"].expand(b, -1),
+            "logits": {name: torch.log(guess["mix", name] + 1e-8).expand(b, -1) for name in head.cardinality},
         }
-        _, terms = head.loss(pred, target, w > 0)
+        terms, weights = head.raw_terms(pred, target, usable)
         for name, value in terms.items():  # each term is a mean over its batch's customers: re-weight
-            weight = float(active.sum() if name.endswith("_mix") else w.sum())
+            weight = float(weights[name])
             total, n = scored.get(name, (0.0, 0.0))
             scored[name] = (total + float(value) * weight, n + weight)
-    terms = {name: total / max(n, 1.0) for name, (total, n) in scored.items()}
-    return {"loss_future": sum(terms.values()), **{f"loss_{name}": v for name, v in terms.items()}}
+    return {name: total / max(n, 1.0) for name, (total, n) in scored.items()}
+
+
+def constant_baseline(head: FutureSummaryHead, batches, seed: int = 0, guess: dict | None = None) -> dict[str, float]:
+    """The future objective's loss and terms for a constant guess over `batches`, in the units
+    validation logs them (`loss_future`, `loss_future_<term>`, and with normalise the absolute
+    `loss_future_abs`, `loss_future_<term>_abs`): the objective's loss means something only beside this.
+    guess: the constant (`constant_guess` of the training customers, as training uses); default:
+    the mean target of `batches` themselves (a constant that has seen the answers)."""
+    raw = constant_term_losses(head, batches, seed, guess)
+    if not raw:
+        return {}
+    total, terms = head.combine({name: torch.tensor(raw[name]) for name in head.term_names})
+    return {"loss_future": float(total), **{f"loss_{name}": float(v) for name, v in terms.items()}}
