@@ -328,11 +328,15 @@ def test_edge_case_customers(embedder, trained):
     assert np.isfinite(as_matrix(alone)).all()
     assert np.abs(as_matrix(alone)[0] - ref.loc[one, "embedding"]).max() < ATOL
 
-    # more than max_len events: only the last max_len count. The oldest kept event's gap is
-    # measured from the event before it, so its last max_len + 1 events give the same vector.
+    # more than max_len events: the last max_len are events, the older ones reach z through
+    # the `earlier` summary, so dropping them changes the vector (nothing is silently lost)...
     hist = events[events.customer_id == long].sort_values("ts")
+    assert len(hist) > MAX_LEN + 1
     tail = embedder.embed(hist.iloc[-(MAX_LEN + 1):], cutoff=as_of)
-    assert np.abs(as_matrix(tail)[0] - ref.loc[long, "embedding"]).max() < ATOL
+    assert np.abs(as_matrix(tail)[0] - ref.loc[long, "embedding"]).max() > 1e-3
+    # ...while the same kept events with the same summary give the same vector
+    again = embedder.embed(hist, cutoff=as_of)
+    assert np.abs(as_matrix(again)[0] - ref.loc[long, "embedding"]).max() < ATOL
     head = embedder.embed(hist.iloc[: MAX_LEN + 1], cutoff=as_of)
     assert np.abs(as_matrix(head)[0] - ref.loc[long, "embedding"]).max() > 1e-3  # the oldest events are not the ones kept
 

@@ -24,13 +24,25 @@ class FeatureSpec:
     # can turn features back into raw units (the future-summary objective sums amounts and
     # measures days); empty in specs written before it existed.
     scalers: dict[str, dict] = field(default_factory=dict)
+    # per-customer summary of the events beyond max_len (`earlier_features`); empty in older specs
+    earlier: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"categorical": dict(self.categorical), "numeric": list(self.numeric), "scalers": dict(self.scalers)}
+        return {"categorical": dict(self.categorical), "numeric": list(self.numeric), "scalers": dict(self.scalers),
+                "earlier": list(self.earlier)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureSpec":
-        return cls(categorical=dict(d["categorical"]), numeric=list(d["numeric"]), scalers=dict(d.get("scalers", {})))
+        return cls(categorical=dict(d["categorical"]), numeric=list(d["numeric"]), scalers=dict(d.get("scalers", {})),
+                   earlier=list(d.get("earlier", [])))
+
+
+EARLIER_TIME_FEATURES = ("earlier_log_events", "earlier_log_span_days", "earlier_log_gap_days")
+
+
+def earlier_features(numeric_fields) -> list[str]:
+    """Names of the `earlier` columns: counts and timing, then the sum of each numeric field."""
+    return [*EARLIER_TIME_FEATURES, *(f"earlier_{c}_sum" for c in numeric_fields)]
 
 
 @dataclass

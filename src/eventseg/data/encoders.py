@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from eventseg.artifacts import write_json
-from eventseg.data.batch import MISSING, N_SPECIAL, RARE, UNSEEN, FeatureSpec
+from eventseg.data.batch import MISSING, N_SPECIAL, RARE, UNSEEN, FeatureSpec, earlier_features
 from eventseg.data.schema import EventSchema
 
 FORMAT_VERSION = 1
@@ -203,6 +203,7 @@ class EventEncoders:
                 "time_log_gap": self.time.gap.to_dict(),
                 "time_log_age": self.time.age.to_dict(),
             },
+            earlier=earlier_features(self.schema.numeric),
         )
 
     def to_dict(self) -> dict:

@@ -18,14 +18,13 @@ import pandas as pd
 import torch
 
 from eventseg.artifacts import atomic_path
-from eventseg.data.batch import EventBatch
+from eventseg.data.batch import EARLIER_TIME_FEATURES, EventBatch, earlier_features
 from eventseg.data.encoders import EventEncoders, TimeEncoder, signed_log1p
 from eventseg.data.schema import EventSchema
 
 STORE_FORMAT = 2  # 2: `earlier`, the summary of each customer's events beyond max_len
 _PARALLEL_SORT_MIN_ROWS = 1_000_000  # below this a thread pool costs more than it saves
 _ARRAYS = ("customer_ids", "offsets", "timestamps", "categorical", "numeric", "earlier")
-EARLIER_TIME_FEATURES = ("earlier_log_events", "earlier_log_span_days", "earlier_log_gap_days")
 
 
 @dataclass
@@ -202,11 +201,6 @@ class SequenceStore:
         )
 
 
-def earlier_features(schema: EventSchema) -> list[str]:
-    """Names of the `earlier` columns: counts and timing, then the sum of each numeric field."""
-    return [*EARLIER_TIME_FEATURES, *(f"earlier_{c}_sum" for c in schema.numeric)]
-
-
 def summarise_earlier(df: pd.DataFrame, schema: EventSchema, events: SortedEvents, dropped: np.ndarray,
                       first_kept_ts: np.ndarray) -> np.ndarray:
     """[customers, n_earlier] float32 summary of the events `max_len` drops (all before the kept
@@ -284,6 +278,6 @@ def build_store(df: pd.DataFrame, encoders: EventEncoders, max_len: int, events:
         earlier=earlier,
         categorical_fields=list(schema.categorical),
         numeric_features=encoders.numeric_features,
-        earlier_features=earlier_features(schema),
+        earlier_features=earlier_features(schema.numeric),
         max_len=max_len,
     )

@@ -142,6 +142,12 @@ class SequenceAutoencoder(L.LightningModule):
             d_model=d_model, num_layers=num_layers, n_heads=n_heads, dropout=dropout, **(encoder_options or {})
         )
         self.bottleneck = nn.Linear(self.sequence_encoder.out_dim, embedding_dim)
+        # what max_len cut off reaches z too: a linear map of the per-customer summary, added to
+        # the pooled sequence (None for specs without one: checkpoints from before it existed)
+        self.earlier_encoder = nn.Linear(len(self.spec.earlier), self.sequence_encoder.out_dim) if self.spec.earlier else None
+        if self.earlier_encoder is not None:  # starts at zero: the raw summary (log counts, sums) must not swamp the sequence
+            nn.init.zeros_(self.earlier_encoder.weight)
+            nn.init.zeros_(self.earlier_encoder.bias)
         self.decoder = self.heads = None
         if self.reconstructs:
             self.decoder = DECODERS[decoder](
@@ -172,6 +178,8 @@ class SequenceAutoencoder(L.LightningModule):
         if corrupt and self.drop_prob > 0:
             inputs, lengths = drop_events(events, mask, self.drop_prob)
         pooled = self.sequence_encoder(inputs, lengths)
+        if self.earlier_encoder is not None and batch.earlier is not None:
+            pooled = pooled + self.earlier_encoder(batch.earlier.to(pooled.dtype))
         # z is the product: computed in full precision even under bf16 autocast (tiny matmul).
         with torch.autocast(device_type=pooled.device.type, enabled=False):
             z = self.bottleneck(pooled.to(self.bottleneck.weight.dtype))

@@ -69,6 +69,7 @@ def subsequence_views(
         numeric=batch.numeric[rows, index],
         lengths=view_len,
         customer_index=batch.customer_index[source],
+        earlier=None if batch.earlier is None else batch.earlier[source],
     )
     return views, source
 

@@ -137,7 +137,7 @@ class FutureTargets:
         scaled = ((torch.log1p(age) - s["center"]) / s["scale"]).clamp(-s["clip"], s["clip"])
         numeric = batch.numeric.clone()
         numeric[..., self.age_column] = scaled.to(numeric.dtype)
-        return EventBatch(batch.categorical, numeric, k, batch.customer_index)
+        return EventBatch(batch.categorical, numeric, k, batch.customer_index, batch.earlier)
 
     def compute(self, batch: EventBatch, cut_age: torch.Tensor, k: torch.Tensor, horizon_days: float,
                 classes: dict[str, int], lookups: dict[str, torch.Tensor] | None = None) -> dict:
