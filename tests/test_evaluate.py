@@ -176,3 +176,11 @@ def test_evaluate_script_end_to_end(tmp_path, tiny_events):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "[train_reconstruction] up to date, skipped" in again.stdout
     assert json.loads((out / "evaluation.json").read_text())["results"] == result["results"]  # same split, same seeds
+
+
+def test_a_target_is_met_only_when_the_whole_interval_clears_it():
+    from eventseg.evaluate import _target_status
+
+    assert _target_status(0.031, 0.012, 0.01) == "met"
+    assert _target_status(0.031, -0.033, 0.01) == "within noise of the target"
+    assert _target_status(-0.005, -0.02, 0.01) == "missed"
