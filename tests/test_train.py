@@ -45,6 +45,7 @@ def compose_train(overrides: list[str]):
         ["logger=tensorboard"],
         ["debug=fast_dev_run"], ["debug=overfit"], ["debug=limit"],
         ["experiment=completejourney_transformer"],
+        ["objective=reconstruction_future"],
     ],
 )
 def test_every_config_group_composes(overrides):
@@ -56,6 +57,7 @@ def test_every_config_group_composes(overrides):
 
 def test_groups_change_what_they_say():
     assert compose_train(["model=transformer_ae"]).model.encoder == "transformer"
+    assert dict(compose_train(["objective=reconstruction_future"]).objective.weights) == {"reconstruction": 1.0, "future": 1.0}
     gpu = compose_train(["trainer=gpu"])
     assert gpu.trainer.precision == "bf16-mixed" and gpu.loader.pin_memory
     assert compose_train(["trainer=ddp"]).trainer.strategy == "ddp"
