@@ -294,10 +294,16 @@ def write_aggregates(builder: AggregateFeatureBuilder, table: pd.DataFrame, out_
 
 def read_aggregates(out_dir, schema: EventSchema) -> tuple[AggregateFeatureBuilder, pd.DataFrame]:
     """The builder and table `write_aggregates` wrote; the table is indexed by the schema's id column."""
-    import json
     from pathlib import Path
 
     out_dir = Path(out_dir)
-    builder = AggregateFeatureBuilder.from_dict(json.loads((out_dir / AGGREGATES_BUILDER_FILE).read_text()))
     table = pd.read_parquet(out_dir / AGGREGATES_FILE).set_index(OUTPUT_ID).rename_axis(schema.id_col)
-    return builder, table
+    return load_aggregate_builder(out_dir), table
+
+
+def load_aggregate_builder(out_dir) -> AggregateFeatureBuilder:
+    """A run's fitted aggregate builder (`aggregates.json`), e.g. to describe new customers."""
+    import json
+    from pathlib import Path
+
+    return AggregateFeatureBuilder.from_dict(json.loads((Path(out_dir) / AGGREGATES_BUILDER_FILE).read_text()))

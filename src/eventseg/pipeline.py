@@ -98,11 +98,20 @@ class PipelineRun:
         return source_files(self.cfg.data)
 
     @cached_property
+    def validated(self):
+        """(events, validation report): read and validated once for every stage that needs them."""
+        return validate_events(read_events(resolve_source(self.cfg.data), self.schema), self.schema,
+                               str(self.cfg.data.get("on_invalid", "fail")))
+
+    @property
     def events(self) -> pd.DataFrame:
-        """The validated events, read once for every stage that needs them."""
-        frame, _ = validate_events(read_events(resolve_source(self.cfg.data), self.schema), self.schema,
-                                   str(self.cfg.data.get("on_invalid", "fail")))
-        return frame
+        return self.validated[0]
+
+    @cached_property
+    def labels_table(self) -> pd.DataFrame | None:
+        """The labels file, read once (checked after prepare, used by the propensity stage)."""
+        path = self.labels_cfg.get("path")
+        return read_table(path, "labels") if path else None
 
     @cached_property
     def prepared(self) -> PreparedData:
@@ -133,7 +142,7 @@ class PipelineRun:
         p, cfg = self.paths, self.cfg
         scored = [p["propensity_scores.parquet"]] if self.has_labels else []
         stages = [
-            Stage("prepare", lambda: prepare_from_config(cfg.data, self.out, source=self.events),
+            Stage("prepare", lambda: prepare_from_config(cfg.data, self.out, source=self.events, validation=self.validated[1]),
                   config={"data": data_settings(cfg.data), "store_format": STORE_FORMAT},
                   inputs=self.data_files, outputs=[p["prepared"]]),
             Stage("aggregates", self.aggregates_stage,
@@ -186,7 +195,9 @@ class PipelineRun:
     # ---- stages -------------------------------------------------------------------------------
 
     def train_stage(self) -> None:
-        """Reuse a model trained on the same prepared data with the same settings (any out_dir), else train."""
+        """Reuse a model trained on the same prepared data with the same settings (any out_dir), else
+        train; labels that cannot work fail first, not after training."""
+        check_labels(self)
         index = Path(self.cfg.paths.runs_dir) / ".trained"
         if not reuse_trained_model(index, self.training_identity(), self.out):
             train(self.cfg, self.prepared)
@@ -221,7 +232,7 @@ class PipelineRun:
         the chosen one's scores for every customer, every candidate's beside them for the report."""
         p, labels_cfg = self.paths, self.cfg.labels
         ids, matrix = load_embeddings(p["features"])
-        labels = read_table(labels_cfg.path, "labels") if labels_cfg.get("path") else None
+        labels = self.labels_table
         result = evaluate_propensity(
             ids, matrix, labels, self.events, self.schema, plain(self.cfg.heads), seed=int(self.cfg.data.split.seed),
             truth=read_table(labels_cfg.truth_path, "truth") if labels_cfg.get("truth_path") else None,
@@ -306,7 +317,7 @@ def check_labels(run: PipelineRun) -> None:
         if cutoff is not None:  # labels from the events after the cutoff: an empty window fails now
             build_labels(run.events, run.schema, cutoff, int(run.labels_cfg["horizon_days"]))
         return
-    labels = read_table(path, "labels")
+    labels = run.labels_table
     id_col = run.schema.id_col
     key = id_key(labels.columns, id_col)
     if key not in labels.columns:
@@ -334,7 +345,5 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Path]:
             print("[propensity] no labels (labels.path or data.cutoff): segments get no propensity scores")
         for stage in run.stages():
             runner.run(stage)
-            if stage.name == "prepare":
-                check_labels(run)
         write_manifest(run.out, runner.fingerprints, config=plain(cfg))
     return {"manifest": run.out / MANIFEST, "checkpoint": run.checkpoint, **{k: v for k, v in run.paths.items() if v.exists()}}

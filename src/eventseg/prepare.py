@@ -18,7 +18,7 @@ from eventseg.data.labels import events_before
 from eventseg.data.schema import EventSchema
 from eventseg.data.split import SPLITS, TRAIN, assign_splits
 from eventseg.data.store import SequenceStore, SortedEvents, build_store, sort_events
-from eventseg.data.validate import EventDataError, count_duplicate_events, validate_events
+from eventseg.data.validate import EventDataError, ValidationReport, count_duplicate_events, validate_events
 
 
 @dataclass
@@ -70,11 +70,18 @@ def prepare_events(
     split_seed: int = 0,
     split_fractions=(0.8, 0.1, 0.1),
     encoder_options: EncoderOptions | None = None,
+    validation: ValidationReport | None = None,
 ) -> PreparedData:
-    """Read → validate → (cut off) → sort → split → fit encoders on train → encode → truncate."""
+    """Read → validate → (cut off) → sort → split → fit encoders on train → encode → truncate.
+
+    `validation`: the report of a caller that already validated `source` (a DataFrame), so
+    the events are not validated twice and the report keeps the rows that caller dropped."""
     options = encoder_options or EncoderOptions()
     started = time.perf_counter()
-    df, validation = validate_events(read_events(source, schema), schema, on_invalid)
+    if validation is None:
+        df, validation = validate_events(read_events(source, schema), schema, on_invalid)
+    else:
+        df = source
     if cutoff is not None:
         df = events_before(df, schema, cutoff).reset_index(drop=True)
         if len(df) == 0:
@@ -136,10 +143,11 @@ def encode_events(
     return build_store(df, encoders, max_len, sort_events(df, schema, reference_time=cutoff))
 
 
-def prepare_from_config(data_cfg, out_dir: str | os.PathLike, source=None) -> PreparedData:
+def prepare_from_config(data_cfg, out_dir: str | os.PathLike, source=None, validation=None) -> PreparedData:
     """The prepare stage as scripts call it: data config in, `<out_dir>/prepared/` out.
 
-    `source` (events already read, e.g. by the pipeline) replaces reading `data_cfg`'s source."""
+    `source` (events already read and validated, with their `validation` report, e.g. by the
+    pipeline) replaces reading `data_cfg`'s source."""
     from eventseg.data.sources import resolve_source
 
     prepared = prepare_events(
@@ -151,6 +159,7 @@ def prepare_from_config(data_cfg, out_dir: str | os.PathLike, source=None) -> Pr
         split_seed=int(data_cfg.get("split", {}).get("seed", 0)),
         split_fractions=tuple(data_cfg.get("split", {}).get("fractions", (0.8, 0.1, 0.1))),
         encoder_options=EncoderOptions(**dict(data_cfg.get("encoders", {}) or {})),
+        validation=validation,
     )
     prepared.save(Path(out_dir) / "prepared")
     return prepared

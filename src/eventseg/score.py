@@ -5,7 +5,6 @@ as above, RFM and aggregates from the run's aggregate builder, aggregates.json).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from eventseg.cluster import CLUSTERER_FILE, SegmentClusterer
 from eventseg.embed import Embedder
 from eventseg.data.io import read_events
 from eventseg.data.schema import OUTPUT_ID
-from eventseg.features import AGGREGATES_BUILDER_FILE, AggregateFeatureBuilder
+from eventseg.features import AGGREGATES_BUILDER_FILE, load_aggregate_builder
 from eventseg.hybrid import HYBRID_FILE, HybridFeatures
 from eventseg.predict import CandidateInputs, PropensityModel
 from eventseg.runs import read_manifest, verify_files
@@ -37,18 +36,17 @@ def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.D
     store = embedder.encode(events, cutoff=cutoff)
     ids, matrix = embedder.embed_store(store)
     schema = embedder.encoders.schema
-    frame = None
+    table = None
+    if (run / HYBRID_FILE).exists() or (run / "heads").exists():  # both read the run's one aggregate table
+        table = load_aggregate_builder(run).transform(read_events(events, schema), cutoff)
     if (run / HYBRID_FILE).exists():  # the run clustered and scored embeddings + aggregates
-        frame = read_events(events, schema)
-        matrix = HybridFeatures.load(run / HYBRID_FILE).transform(ids, matrix, frame, cutoff)
+        matrix = HybridFeatures.load(run / HYBRID_FILE).transform(ids, matrix, aggregates=table)
     clusters = SegmentClusterer.load(run / CLUSTERER_FILE).predict(matrix).to_frame(ids)
 
     scores, tier_cuts = None, None
     if (run / "heads").exists():
         model = PropensityModel.load(run / "heads")
-        builder = AggregateFeatureBuilder.from_dict(json.loads((run / AGGREGATES_BUILDER_FILE).read_text()))
-        frame = read_events(events, schema) if frame is None else frame
-        inputs = CandidateInputs.build(matrix, builder.transform(frame, cutoff).reindex(ids), builder.schema)
+        inputs = CandidateInputs.build(matrix, table.reindex(ids), schema)
         scores = pd.concat([pd.DataFrame({OUTPUT_ID: ids}), model.scores(inputs)], axis=1)
         tier_cuts = tier_cut_points(pd.read_parquet(run / "customers.parquet"))
     customers = build_customers(clusters, scores, tier_cuts=tier_cuts)

@@ -244,14 +244,14 @@ def build_store(df: pd.DataFrame, encoders: EventEncoders, max_len: int, events:
     rows = events.order[keep]
     counts = np.minimum(events.counts, max_len)
     kept_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    earlier = summarise_earlier(df, schema, events, ~keep, events.ts_seconds[keep][kept_offsets[:-1]])
+    ts = events.ts_seconds[keep]
+    earlier = summarise_earlier(df, schema, events, ~keep, ts[kept_offsets[:-1]])
 
     cat_dtype = np.int16 if all(e.cardinality < 2**15 for e in encoders.categorical.values()) else np.int32
     # column-major: each field is filled (and later gathered) as one contiguous run, and the
     # columns are independent, so they fill in parallel (numpy releases the GIL)
     categorical = np.empty((len(rows), len(schema.categorical)), dtype=cat_dtype, order="F")
     numeric = np.empty((len(rows), len(encoders.numeric_features)), dtype=np.float32, order="F")
-    ts = events.ts_seconds[keep]
 
     def fill_categorical(j: int) -> None:
         col = schema.categorical[j]

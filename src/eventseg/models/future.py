@@ -27,6 +27,8 @@ the FeatureSpec. Everything runs on the batch's device with no host sync.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -137,7 +139,7 @@ class FutureTargets:
         scaled = ((torch.log1p(age) - s["center"]) / s["scale"]).clamp(-s["clip"], s["clip"])
         numeric = batch.numeric.clone()
         numeric[..., self.age_column] = scaled.to(numeric.dtype)
-        return EventBatch(batch.categorical, numeric, k, batch.customer_index, batch.earlier)
+        return dataclasses.replace(batch, numeric=numeric, lengths=k)  # every other field (earlier included) as is
 
     def compute(self, batch: EventBatch, cut_age: torch.Tensor, k: torch.Tensor, horizon_days: float,
                 classes: dict[str, int], lookups: dict[str, torch.Tensor] | None = None) -> dict:
@@ -206,7 +208,6 @@ class FutureSummaryHead(nn.Module):
         self.options = future_options(options)
         self.targets = FutureTargets(spec)
         self.cardinality = dict(spec.categorical)
-        self.lookups: dict[str, torch.Tensor] = {}
         self.classes: dict[str, int] = {}
         for i, (name, card) in enumerate(self.cardinality.items()):
             lut = mix_lookup(card, self.options["top_k"])

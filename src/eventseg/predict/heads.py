@@ -28,6 +28,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.utils.validation import check_is_fitted
 
+from eventseg.config import plain
 from eventseg.data.labels import label_kinds
 from eventseg.errors import ConfigError
 from eventseg.predict.baselines import rfm_matrix
@@ -85,11 +86,7 @@ class PropensityHeads(BaseEstimator):
         """From a `heads` config group (configs/heads/*.yaml) or a plain dict."""
         if cfg is None:
             return cls()
-        if not isinstance(cfg, dict):
-            from omegaconf import OmegaConf
-
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        cfg = {k: v for k, v in cfg.items() if k not in NOT_HEADS_KEYS}
+        cfg = {k: v for k, v in plain(cfg).items() if k not in NOT_HEADS_KEYS}
         unknown = sorted(set(cfg) - set(cls._get_param_names()))
         if unknown:
             raise ConfigError(f"unknown heads setting(s) {unknown}; known: {cls._get_param_names()}")
@@ -252,13 +249,6 @@ class PropensityHeads(BaseEstimator):
         if not self.continuous_:
             return np.empty((len(Xs), 0))
         return np.stack([self.estimators_[t].predict(Xs) for t in self.continuous_], axis=1)
-
-    def scores(self, X, rfm=None) -> pd.DataFrame:
-        """`p_<label>` for binary labels and `pred_<target>` for continuous ones."""
-        P, R = self.predict_proba(X, rfm), self.predict(X, rfm)
-        columns = {f"p_{c}": P[:, j] for j, c in enumerate(self.binary_)}
-        columns.update({f"pred_{c}": R[:, j] for j, c in enumerate(self.continuous_)})
-        return pd.DataFrame(columns)
 
     # persistence (eventseg.predict.persistence: JSON, weights-only tensors, allowlisted skops) ---
 
