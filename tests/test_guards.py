@@ -247,7 +247,7 @@ def test_placement_matches_hdbscan_on_nested_clusters():
     from eventseg.cluster import SegmentClusterer, _Placer
 
     X = _nested_blobs(1200, 0)
-    sc = SegmentClusterer(reducer="none", scaler="none", min_cluster_size=30, min_samples=5,
+    sc = SegmentClusterer(reducer="none", scaler="none", min_cluster_size=30, min_samples=5, cluster_selection_method="eom",
                           n_resamples=0, n_jobs=1, silhouette_sample_size=500).fit(X)
     hdb = sc.hdbscan_
     ct = hdb.prediction_data_.cluster_tree
@@ -256,7 +256,7 @@ def test_placement_matches_hdbscan_on_nested_clusters():
     for p, c in sorted(zip(ct["parent"].astype(int), ct["child"].astype(int)), key=lambda pc: pc[1]):
         depth[c] = depth[p] + 1
     assert max(depth.values()) >= 3
-    assert len(hdb.prediction_data_.cluster_map) > sc.n_clusters_ >= 4
+    assert len(hdb.prediction_data_.cluster_map) > sc.n_dense_ >= 4
 
     # new customers: near the blobs, on shells 5-12 away from fitted points (beyond the birth
     # distance of some segments, yet nearest to a point deep inside one), and anywhere around
@@ -279,13 +279,14 @@ def test_placement_matches_hdbscan_on_nested_clusters():
     np.testing.assert_allclose(prob, ref_prob, rtol=0, atol=1e-12)
     np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-12)
 
-    # the public API: the same placement, relabelled to segment ids (0 = largest) and clipped
+    # the public API: hdbscan's core members are the core customers, with its strength; the
+    # outlier scores are its scores, clipped; everyone else is placed at a nearest core point
     pred = sc.predict(new)
-    segment_of = np.full(sc.n_clusters_ + 1, -1)
-    segment_of[np.asarray(sc.label_order_) + 1] = np.arange(sc.n_clusters_)
-    np.testing.assert_array_equal(pred.labels, segment_of[ref_labels + 1])
-    np.testing.assert_allclose(pred.membership_strength, ref_prob, atol=1e-6)
+    core = ref_labels >= 0
+    np.testing.assert_array_equal(pred.is_core, core)
+    np.testing.assert_allclose(pred.membership_strength[core], ref_prob[core], atol=1e-6)
     np.testing.assert_allclose(pred.outlier_score, np.clip(ref_scores, 0, 1), atol=1e-6)
+    assert (pred.subsegments[~pred.is_outlier] >= 0).all()
 
 
 # ---- 6. atomic JSON and report writes -------------------------------------------------------

@@ -23,6 +23,7 @@ from eventseg.cluster import (
     SKOPS_TRUSTED_TYPES,
     ClusterConfigError,
     ClustererFileError,
+    ClusterInputError,
     SegmentClusterer,
     _Placer,
     skops_type_names,
@@ -118,6 +119,23 @@ def saved(clusterer, tmp_path):
     return sc.save(tmp_path / CLUSTERER_FILE)
 
 
+def outcome_scores(n, seed=0):
+    """Propensity scores driven by a hidden tier, independent of the representation."""
+    rng = np.random.default_rng(seed)
+    tier = rng.integers(0, 3, n)
+    p = np.array([0.05, 0.3, 0.8])[tier] * np.exp(rng.normal(0, 0.05, n))
+    return pd.DataFrame({"p_buy": np.clip(p, 0, 1), "pred_spend": np.array([3, 30, 300.0])[tier] * np.exp(rng.normal(0, 0.1, n))})
+
+
+@pytest.fixture(scope="module")
+def outcome_clusterer():
+    X = nested_with_outliers(n=1500, dim=12, far=20)
+    out = outcome_scores(len(X))
+    sc = SegmentClusterer(min_cluster_size=40, min_samples=8, n_components=6, n_segments=3, n_resamples=0, n_jobs=1,
+                          silhouette_sample_size=1000, seed=0).fit(X, outcomes=out)
+    return sc, X, out
+
+
 def _members(path) -> dict:
     with np.load(path, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
@@ -131,6 +149,14 @@ def _rewrite(path, **replace):
 
 def _json_member(obj) -> np.ndarray:
     return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+
+
+PLACEMENT = ("labels", "subsegments", "membership_strength", "is_core", "outlier_score")
+
+
+def _assert_same_placement(a, b):
+    for name in PLACEMENT:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
 # ---- clusterer: poisoned files ------------------------------------------------------------------
@@ -186,12 +212,22 @@ def test_round_trip_places_new_points_identically(clusterer, saved):
     assert (tree["parent"] > root).any(), "the test needs a condensed tree with nested clusters"
     new = np.vstack([nested_with_outliers(n=1500, seed=7, far=60), X[:200]])
     a, b = sc.predict(new, soft=True), loaded.predict(new, soft=True)
-    assert (a.labels == -1).any() and a.labels.max() >= 3, "the test needs noise and several segments"
-    np.testing.assert_array_equal(a.labels, b.labels)
-    np.testing.assert_array_equal(a.membership_strength, b.membership_strength)
-    np.testing.assert_array_equal(a.outlier_score, b.outlier_score)
+    assert (a.labels == -1).any() and a.labels.max() >= 2, "the test needs outliers and several segments"
+    assert (a.labels >= 0).any() and not a.is_core.all() and a.subsegments.max() > a.labels.max()
+    _assert_same_placement(a, b)
     np.testing.assert_allclose(a.membership, b.membership, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(sc.training_membership(), loaded.training_membership(), rtol=0, atol=1e-12)
+    # the saved hierarchy is the fitted one
+    assert loaded.outlier_threshold_ == sc.outlier_threshold_ and loaded.outcome_space_ is None
+    np.testing.assert_array_equal(loaded.broad_.centers_, sc.broad_.centers_)
+    np.testing.assert_array_equal(loaded.broad_.merge_, sc.broad_.merge_)
+    np.testing.assert_array_equal(loaded.micro_.table_, sc.micro_.table_)
+    np.testing.assert_array_equal(loaded.micro_.parent_, sc.micro_.parent_)
+    assert (loaded.n_clusters_, loaded.n_subsegments_, loaded.n_dense_) == (sc.n_clusters_, sc.n_subsegments_, sc.n_dense_)
+    # the fitted customers, placed again by the loaded clusterer, keep their segments
+    fit_rows = sc.fit_index_[:300]
+    again = loaded.predict(X[fit_rows])
+    assert (again.labels == sc.labels_[fit_rows]).mean() > 0.98
+    assert (again.subsegments == sc.subsegments_[fit_rows]).mean() > 0.98
     # the vectorised placer sees the same arrays, and hdbscan's own prediction agrees
     Z = sc.transform(new)
     np.testing.assert_array_equal(Z, loaded.transform(new))
@@ -218,11 +254,10 @@ def test_round_trip_places_new_points_identically(clusterer, saved):
     # the saved core distances stand in for hdbscan's own (slow) generation: same predictions
     full = SegmentClusterer.load(saved)
     full.hdbscan_.generate_prediction_data()
-    full._placer = None
+    full._placer = _Placer(full.hdbscan_)  # built from hdbscan's own prediction data
     c = full.predict(new, soft=True)
-    for x, y in ((b.labels, c.labels), (b.membership_strength, c.membership_strength),
-                 (b.outlier_score, c.outlier_score), (b.membership, c.membership)):
-        np.testing.assert_array_equal(x, y)
+    _assert_same_placement(b, c)
+    np.testing.assert_array_equal(b.membership, c.membership)
     assert loaded.hdbscan_.get_params(deep=False)["min_samples"] == sc.hdbscan_.min_samples
     assert loaded.n_clusters_ == sc.n_clusters_ and loaded.saved_metrics_["n_clusters"] == sc.n_clusters_
     assert loaded.get_params() == sc.get_params()
@@ -236,10 +271,7 @@ def test_identity_scaler_and_reducer_round_trip(tmp_path):
     loaded = SegmentClusterer.load(sc.save(tmp_path / CLUSTERER_FILE))
     assert "scaler" not in _members(tmp_path / CLUSTERER_FILE)
     new = nested_with_outliers(n=300, dim=4, seed=3, far=5)
-    a, b = sc.predict(new), loaded.predict(new)
-    np.testing.assert_array_equal(a.labels, b.labels)
-    np.testing.assert_array_equal(a.membership_strength, b.membership_strength)
-    np.testing.assert_array_equal(a.outlier_score, b.outlier_score)
+    _assert_same_placement(sc.predict(new), loaded.predict(new))
 
 
 def test_write_cluster_outputs_writes_the_safe_file(clusterer, tmp_path):
@@ -247,11 +279,109 @@ def test_write_cluster_outputs_writes_the_safe_file(clusterer, tmp_path):
     paths = write_cluster_outputs(sc, tmp_path)
     assert Path(paths["clusterer"]).name == CLUSTERER_FILE == "clusterer.npz"
     side = json.loads((tmp_path / f"{CLUSTERER_FILE}.json").read_text())
-    assert side["format_version"] == 2
+    assert side["format_version"] == 3 and side["n_subsegments"] == sc.n_subsegments_
     assert json.loads((tmp_path / "clusters.parquet.json").read_text())["clusterer_sha256"] == file_hash(paths["clusterer"])
     assert not list(tmp_path.glob("*.pkl"))
     X = clusterer[1][:300]
     np.testing.assert_array_equal(SegmentClusterer.load(paths["clusterer"]).predict(X).labels, sc.predict(X).labels)
+
+
+def test_outcome_aware_round_trip_places_new_points_identically(outcome_clusterer, tmp_path):
+    sc, X, out = outcome_clusterer
+    assert sc.metrics_["broad"]["space"] == "outcomes" and sc.n_clusters_ == 3
+    path = sc.save(tmp_path / CLUSTERER_FILE)
+    members = _members(path)
+    assert {"outcomes.mean", "outcomes.scale", "broad.centers", "broad.merge", "micro.table", "micro.parent"} <= set(members)
+    assert members["broad.centers"].shape == (sc.broad_.centers_.shape[0], 2)
+    loaded = SegmentClusterer.load(path)
+    assert loaded.outcome_space_.columns == ["p_buy", "pred_spend"]
+    np.testing.assert_array_equal(loaded.outcome_space_.mean_, sc.outcome_space_.mean_)
+    np.testing.assert_array_equal(loaded.outcome_space_.scale_, sc.outcome_space_.scale_)
+    new = nested_with_outliers(n=600, dim=12, seed=4, far=10)
+    new_out = outcome_scores(len(new), seed=8)
+    a, b = sc.predict(new, outcomes=new_out), loaded.predict(new, outcomes=new_out)
+    assert (a.labels == -1).any() and len(np.unique(a.labels[a.labels >= 0])) == 3
+    _assert_same_placement(a, b)
+    with pytest.raises(ClusterInputError, match=r"propensity scores \(p_buy, pred_spend\).*pass outcomes="):
+        loaded.predict(new)
+    with pytest.raises(ClusterInputError, match=r"lack column\(s\) \['p_buy'\]"):
+        loaded.predict(new, outcomes=new_out[["pred_spend"]])
+
+
+def _corrupt_cases(members, outcome_aware):
+    """(name, replaced members, message) for broad and micro arrays that do not describe a hierarchy."""
+    table, parent = members["micro.table"], members["micro.parent"]
+    merge, centers = members["broad.merge"], members["broad.centers"]
+    n_micro = len(parent)
+    other_parent = table.copy()  # broad 1's cells point at a micro-segment of broad 0: not nested
+    other_parent[1] = table[0, 0]
+    cases = [
+        ("micro id out of range", {"micro.table": np.where(table == table.max(), n_micro, table)}, "micro-segment table does not fit"),
+        ("negative micro id", {"micro.table": np.where(table == 0, -1, table)}, "micro-segment table does not fit"),
+        ("micro under the wrong parent", {"micro.table": other_parent}, "micro-segment table does not fit"),
+        ("parent out of range", {"micro.parent": np.where(parent == parent.max(), len(np.unique(merge)), parent)},
+         "micro-segment table does not fit"),
+        ("table of the wrong shape", {"micro.table": table[:-1]}, "micro.table is missing or malformed"),
+        ("table of floats", {"micro.table": table.astype(np.float64)}, "micro.table is missing or malformed"),
+        ("parent of the wrong shape", {"micro.parent": parent[:, None]}, "micro level is missing"),
+        ("merge with a gap", {"broad.merge": np.where(merge == merge.max(), merge.max() + 1, merge)},
+         "broad.merge does not number"),
+        ("negative merge", {"broad.merge": np.where(merge == 0, -1, merge)}, "broad.merge does not number"),
+        ("merge of the wrong length", {"broad.merge": merge[:-1]}, "broad.merge is missing or malformed"),
+        ("centres of the wrong width", {"broad.centers": centers[:, :-1]}, "broad centres have"),
+        ("centres as integers", {"broad.centers": centers.astype(np.int64)}, "broad level is missing"),
+        ("non-finite centres", {"broad.centers": np.where(np.arange(centers.size).reshape(centers.shape) == 0, np.nan, centers)},
+         "broad.centers.*not finite"),
+    ]
+    if outcome_aware:
+        scale = members["outcomes.scale"]
+        cases += [
+            ("zero outcome scale", {"outcomes.scale": np.zeros_like(scale)}, "outcomes.scale.*not finite and positive"),
+            ("non-finite outcome mean", {"outcomes.mean": np.full_like(members["outcomes.mean"], np.inf)},
+             "outcomes.mean.*not finite"),
+            ("outcome mean of the wrong shape", {"outcomes.mean": members["outcomes.mean"][:1]},
+             "outcomes.mean is missing or malformed"),
+        ]
+    return cases
+
+
+@pytest.mark.parametrize("outcome_aware", [False, True], ids=["representation", "outcomes"])
+def test_corrupt_broad_and_micro_arrays_are_refused(outcome_aware, clusterer, outcome_clusterer, tmp_path):
+    sc = outcome_clusterer[0] if outcome_aware else clusterer[0]
+    good = sc.save(tmp_path / CLUSTERER_FILE)
+    members = _members(good)
+    assert members["micro.table"].shape[0] >= 2, "the test needs several broad segments"
+    bad = tmp_path / "bad.npz"
+    for name, replace, message in _corrupt_cases(members, outcome_aware):
+        bad.write_bytes(good.read_bytes())
+        _rewrite(bad, **replace)
+        with pytest.raises(ClustererFileError, match=message):
+            SegmentClusterer.load(bad)
+    for key in ("micro.table", "micro.parent", "broad.merge", "broad.centers") + (("outcomes.scale",) if outcome_aware else ()):
+        bad.write_bytes(good.read_bytes())
+        _rewrite_without(bad, key)
+        with pytest.raises(ClustererFileError, match="corrupt"):
+            SegmentClusterer.load(bad)
+    meta = json.loads(members["meta"].tobytes())
+    meta_cases = [({"outcome_columns": "p_buy"}, "outcome_columns is not a list"),
+                  ({"outcome_columns": ["p_buy", "pred_spend", "p_extra"]}, "outcomes.mean is missing or malformed"),
+                  ({"outlier_threshold": 7.5}, "outlier_threshold"),
+                  ({"outlier_threshold": float("nan")}, "outlier_threshold")]
+    if outcome_aware:  # the outcome space dropped: the centres no longer fit the representation
+        meta_cases.append(({"outcome_columns": None}, "broad centres have 2 coordinates, expected 6"))
+    for change, message in meta_cases:
+        bad.write_bytes(good.read_bytes())
+        _rewrite(bad, meta=_json_member({**meta, **change}))
+        with pytest.raises(ClustererFileError, match=message):
+            SegmentClusterer.load(bad)
+    assert SegmentClusterer.load(good).n_subsegments_ == sc.n_subsegments_  # the good file still loads
+
+
+def _rewrite_without(path, key):
+    members = _members(path)
+    del members[key]
+    with open(path, "wb") as f:
+        np.savez(f, **members)
 
 
 # ---- clusterer: what cannot be saved safely -------------------------------------------------------
@@ -290,6 +420,9 @@ def test_other_versions_are_refused_and_library_versions_warned(saved, tmp_path)
     old.write_bytes(saved.read_bytes())
     _rewrite(old, __header__=_json_member({**header, "eventseg_version": "0.0.1", "format_version": 0}))
     with pytest.raises(ClustererFileError, match=r"0\.0\.1.*format 0.*" + __version__.replace(".", r"\.") + r".*Re-run cluster"):
+        SegmentClusterer.load(old)
+    _rewrite(old, __header__=_json_member({**header, "format_version": 2}))  # no broad / micro levels
+    with pytest.raises(ClustererFileError, match=r"format 2\).*format 3.*Re-run cluster"):
         SegmentClusterer.load(old)
     _rewrite(old, __header__=_json_member({**header, "hdbscan_version": "0.0.0"}))
     with pytest.warns(UserWarning, match="hdbscan_version 0.0.0"):

@@ -32,7 +32,9 @@ def test_pipeline_runs_skips_and_forces(tmp_path, tiny_events):
     assert {"segment", "segment_name", "membership_strength", "is_outlier", "p_purchase_within_30d",
             "tier_churn_30d"} <= set(customers.columns)
     segments = pd.read_parquet(out / "segments.parquet")
-    assert segments["size"].sum() == n_customers
+    for level in ("broad", "micro"):  # everyone once per level (outliers are a broad row)
+        assert segments.loc[segments["level"] == level, "size"].sum() == n_customers - (
+            0 if level == "broad" else int(customers["is_outlier"].sum()))
     assert (out / "segments.csv").exists() and (out / "report.html").exists()
     metrics = json.loads((out / "propensity_metrics.json").read_text())
     assert {"heads", "rfm_logistic", "aggregate_hgb"} <= set(metrics["test"]["purchase_within_30d"])
@@ -64,7 +66,8 @@ def test_pipeline_runs_skips_and_forces(tmp_path, tiny_events):
     assert sorted(new_customers["customer_id"]) == sorted(new["customer_id"].unique())
     assert new_customers["p_purchase_within_30d"].between(0, 1).all()
     assert new_customers["segment_name"].notna().all()
-    assert set(new_customers["segment"]) <= set(segments["segment"])
+    assert set(new_customers["segment"]) <= set(segments.loc[segments["level"] == "broad", "segment"])
+    assert set(new_customers["subsegment"]) - {-1} <= set(segments.loc[segments["level"] == "micro", "segment"])
     assert (out / "checkpoints" / "best.ckpt").stat().st_mtime == checkpoint_mtime
 
 

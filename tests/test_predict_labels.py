@@ -92,6 +92,7 @@ def test_a_label_with_one_class_is_skipped_with_no_score_and_no_tier():
     assert "no p_untestable column, no tier" in m["labels"]["skipped"]["untestable"]
     assert set(out["scores"].columns) == {"customer_id", "split", "p_buy"}
     assert any(line.startswith("never: skipped: only one class") for line in verdict_lines(m))
-    clusters = pd.DataFrame({"customer_id": ids, "cluster": 0, "membership_strength": 1.0, "outlier_score": 0.0, "is_noise": False})
+    clusters = pd.DataFrame({"customer_id": ids, "cluster": 0, "subsegment": 0, "membership_strength": 1.0,
+                             "is_core": True, "outlier_score": 0.0, "is_outlier": False})
     customers = build_customers(clusters, out["scores"].drop(columns=["split"]))
     assert [c for c in customers.columns if c.startswith(("p_", "tier_"))] == ["p_buy", "tier_buy"]

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eventseg.artifacts import atomic_path, sidecar_path, write_json, write_parquet, write_sidecar
 from eventseg.checkpoint import run_checkpoint
-from eventseg.cluster import cluster_from_config
+from eventseg.cluster import SegmentClusterer, cluster_from_config
 from eventseg.config import check_cutoff, check_training_config, check_writable, plain
 from eventseg.data.io import read_events, read_table
 from eventseg.data.labels import build_labels, check_purchase_filter
@@ -32,7 +32,8 @@ from eventseg.data.store import STORE_FORMAT
 from eventseg.data.validate import validate_events
 from eventseg.embed import embed_from_config, load_embeddings, write_embeddings
 from eventseg.errors import ConfigError
-from eventseg.features import AGGREGATES_BUILDER_FILE, AGGREGATES_FILE, AggregateFeatureBuilder, read_aggregates, write_aggregates
+from eventseg.features import (AGGREGATES_BUILDER_FILE, AGGREGATES_FILE, AggregateFeatureBuilder, read_aggregates,
+                               rfm_from_aggregates, write_aggregates)
 from eventseg.hybrid import HYBRID_FILE, REPRESENTATIONS, HybridFeatures
 from eventseg.prepare import PreparedData, prepare_from_config
 from eventseg.predict import evaluate_propensity, verdict_lines
@@ -40,6 +41,7 @@ from eventseg.predict.persistence import MODEL_FORMAT
 from eventseg.predict.selection import BASELINES
 from eventseg.report import build_report
 from eventseg.runs import MANIFEST, RunLock, mark_running, write_manifest
+from eventseg.segment_quality import segment_predictiveness
 from eventseg.segments import attach_names, build_customers, profile_segments
 from eventseg.model_index import record_trained_model, reuse_trained_model
 from eventseg.stages import Stage, StageRunner
@@ -62,6 +64,7 @@ def check_pipeline_config(cfg: DictConfig) -> None:
     if str((cfg.get("cluster") or {}).get("reducer", "pca")) == "umap":
         raise ConfigError("cluster.reducer=umap cannot be saved without pickle, so score.py could not place new "
                           "customers: use cluster.reducer=pca (default) or none in the pipeline")
+    SegmentClusterer.from_config(cfg.get("cluster"))  # a bad cluster setting fails before training
     kind = str(cfg.get("representation", "embedding"))
     if kind not in REPRESENTATIONS:
         raise ConfigError(f"representation={kind!r} is not one of {list(REPRESENTATIONS)}")
@@ -87,7 +90,8 @@ class PipelineRun:
         self.representation = str(cfg.get("representation", "embedding"))
         self.paths = {name: self.out / name for name in (
             "prepared", "train_metrics.json", "embeddings.parquet", "clusters.parquet", "cluster_metrics.json",
-            "propensity_metrics.json", "propensity_scores.parquet", "customers.parquet", "segments.parquet", "report.html",
+            "propensity_metrics.json", "propensity_scores.parquet", "customers.parquet", "segments.parquet",
+            "segment_metrics.json", "report.html",
         )}  # fmt: skip
         self.paths["aggregates"] = self.out / AGGREGATES_FILE
         self.paths["features"] = (self.out / "representation.parquet" if self.representation == "hybrid"
@@ -161,8 +165,6 @@ class PipelineRun:
                                 inputs=[p["embeddings.parquet"], p["prepared"] / "splits.npy", p["aggregates"],
                                         self.out / AGGREGATES_BUILDER_FILE],
                                 outputs=[p["features"], self.out / HYBRID_FILE]))
-        stages.append(Stage("cluster", lambda: cluster_from_config(self.cluster_config()), config=plain(cfg.cluster),
-                            inputs=[p["features"]], outputs=[p["clusters.parquet"], p["cluster_metrics.json"]]))
         if self.has_labels:
             labels = {k: v for k, v in self.labels_cfg.items() if k not in ("path", "truth_path")}
             check_purchase_filter(labels.get("purchase_filter"), self.schema)  # a bad filter fails before any work
@@ -172,10 +174,14 @@ class PipelineRun:
                                 inputs=[p["features"], p["aggregates"], p["prepared"] / "splits.npy", *self.label_files(),
                                         *self.data_files],
                                 outputs=[p["propensity_metrics.json"], p["propensity_scores.parquet"]]))
+        # after the heads: with labels, broad segments are formed in the space of their scores
+        stages.append(Stage("cluster", lambda: cluster_from_config(self.cluster_config()), config=plain(cfg.cluster),
+                            inputs=[p["features"], *scored], outputs=[p["clusters.parquet"], p["cluster_metrics.json"]]))
         stages.append(Stage("segments", self.segments_stage,
                             config={"labels": self.has_labels, "data": data_settings(cfg.data)},
                             inputs=[p["clusters.parquet"], *scored, p["aggregates"]],
-                            outputs=[p["customers.parquet"], p["segments.parquet"], self.out / "segments.csv"]))
+                            outputs=[p["customers.parquet"], p["segments.parquet"], self.out / "segments.csv",
+                                     *([p["segment_metrics.json"]] if self.has_labels else [])]))
         stages.append(Stage("report", self.report_stage,
                             config={"labels": self.has_labels, "representation": self.representation},
                             inputs=[p["features"], p["customers.parquet"], p["segments.parquet"], p["cluster_metrics.json"], *scored],
@@ -190,7 +196,9 @@ class PipelineRun:
                                  **plain(self.cfg.embed)})
 
     def cluster_config(self) -> dict:
-        return {"embeddings": str(self.paths["features"]), "out_dir": str(self.out), "cluster": plain(self.cfg.cluster)}
+        outcomes = str(self.paths["propensity_scores.parquet"]) if self.has_labels else None
+        return {"embeddings": str(self.paths["features"]), "out_dir": str(self.out), "outcomes": outcomes,
+                "cluster": plain(self.cfg.cluster)}
 
     # ---- stages -------------------------------------------------------------------------------
 
@@ -268,6 +276,25 @@ class PipelineRun:
         write_sidecar(p["segments.parquet"], rows=len(segments))
         with atomic_path(self.out / "segments.csv") as tmp:
             segments.to_csv(tmp, index=False)
+        if self.has_labels:
+            self.write_segment_predictiveness(customers, all_scores)
+
+    def write_segment_predictiveness(self, customers: pd.DataFrame, scores: pd.DataFrame) -> None:
+        """η² of each observed outcome by broad segment on test customers, against RFM k-means with
+        as many groups and against tiers of the published propensity (segment_metrics.json)."""
+        _, features = self.aggregates
+        observed = scores.set_index(OUTPUT_ID)
+        outcomes = observed[[c for c in observed.columns if c.startswith("y__")]].rename(columns=lambda c: c[3:])
+        propensity = observed[[c for c in observed.columns if c.startswith(("p_", "pred_"))]]
+        result = segment_predictiveness(
+            customers.set_index(OUTPUT_ID)["segment"], outcomes, rfm_from_aggregates(features, self.schema),
+            fit_ids=observed.index[observed["split"] == "train"], eval_ids=observed.index[observed["split"] == "test"],
+            propensity=propensity, seed=int(self.cfg.data.split.seed))
+        write_json({"measured_on": "test customers", "outcomes": result}, self.paths["segment_metrics.json"])
+        for label, r in result.items():
+            eta = r["eta2"]
+            print(f"[segments] {label}: eta^2 by broad segment {_fmt(eta['eventseg'])} vs RFM k-means "
+                  f"{_fmt(eta['rfm_kmeans'])} (limit, propensity tiers: {_fmt(eta['limit'])}); {r['verdict']}")
 
     def report_stage(self) -> None:
         p = self.paths
@@ -303,9 +330,14 @@ class PipelineRun:
             for stale in (self.out / HYBRID_FILE, rep, sidecar_path(rep)):
                 stale.unlink(missing_ok=True)
         if not self.has_labels:
-            for stale in (self.paths["propensity_metrics.json"], self.paths["propensity_scores.parquet"]):
+            for stale in (self.paths["propensity_metrics.json"], self.paths["propensity_scores.parquet"],
+                          self.paths["segment_metrics.json"]):
                 stale.unlink(missing_ok=True)
             shutil.rmtree(self.out / "heads", ignore_errors=True)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def check_labels(run: PipelineRun) -> None:

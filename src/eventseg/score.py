@@ -1,7 +1,8 @@
 """Score new or updated customers with a finished run, without retraining anything:
-events → embeddings (the run's checkpoint) → [hybrid features] → segments (its clusterer)
-→ propensities (the candidate each label published in the run, from heads/: the representation
-as above, RFM and aggregates from the run's aggregate builder, aggregates.json)."""
+events → embeddings (the run's checkpoint) → [hybrid features] → propensities (the candidate
+each label published in the run, from heads/: the representation as above, RFM and aggregates
+from the run's aggregate builder, aggregates.json) → segments (the run's clusterer; broad
+segments from those propensities when the run had labels)."""
 
 from __future__ import annotations
 
@@ -41,14 +42,16 @@ def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.D
         table = load_aggregate_builder(run).transform(read_events(events, schema), cutoff)
     if (run / HYBRID_FILE).exists():  # the run clustered and scored embeddings + aggregates
         matrix = HybridFeatures.load(run / HYBRID_FILE).transform(ids, matrix, aggregates=table)
-    clusters = SegmentClusterer.load(run / CLUSTERER_FILE).predict(matrix).to_frame(ids)
-
     scores, tier_cuts = None, None
     if (run / "heads").exists():
         model = PropensityModel.load(run / "heads")
         inputs = CandidateInputs.build(matrix, table.reindex(ids), schema)
         scores = pd.concat([pd.DataFrame({OUTPUT_ID: ids}), model.scores(inputs)], axis=1)
         tier_cuts = tier_cut_points(pd.read_parquet(run / "customers.parquet"))
+    # the same placement as the run: broad segments from the same heads' scores when it had labels
+    clusterer = SegmentClusterer.load(run / CLUSTERER_FILE)
+    outcomes = scores if clusterer.outcome_space_ is not None else None
+    clusters = clusterer.predict(matrix, outcomes=outcomes).to_frame(ids)
     customers = build_customers(clusters, scores, tier_cuts=tier_cuts)
     return attach_names(customers, pd.read_parquet(run / "segments.parquet"))
 

@@ -1,5 +1,6 @@
-"""SegmentClusterer: standardise → reduce → HDBSCAN on a seeded fit sample, every other
-customer placed; fit, predict, soft membership, save and load."""
+"""SegmentClusterer: standardise → reduce → HDBSCAN dense groups on a seeded fit sample →
+broad segments (k-means in the outcome space, or the reduced space without labels) → micro
+segments (broad × dense group); every customer placed, only real outliers left out."""
 
 from __future__ import annotations
 
@@ -11,38 +12,41 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClusterMixin
 
+from eventseg.cluster.broad import BroadLevel, OutcomeSpace
+from eventseg.cluster.hierarchy import MicroLevel
 from eventseg.cluster.inputs import ClusterConfigError, ClusterInputError, _parse_range, check_embeddings
 from eventseg.cluster.persistence import _load, _save
 from eventseg.cluster.placement import NOISE, ClusterPrediction, _Placer, _resolution_floor
 from eventseg.cluster.quality import _metrics, _silhouette, _stability
 from eventseg.cluster.reducers import _make_scaler, make_reducer
-from eventseg.cluster.selection import (
-    DEFAULT_SWEEP_MIN_SAMPLES,
-    DEFAULT_SWEEP_SHARES,
-    SELECTION_METHODS,
-    _choose_params,
-)
+from eventseg.cluster.selection import DEFAULT_SWEEP_MIN_SAMPLES, DEFAULT_SWEEP_SHARES, SELECTION_METHODS, _choose_params
 from eventseg.config import plain
 from eventseg.data.schema import OUTPUT_ID
 
 log = logging.getLogger(__name__)
 
+class SegmentClusterer(ClusterMixin, BaseEstimator):
+    """Broad segments with micro-segments below; every customer placed with a strength.
 
-class SegmentClusterer:
-    """standardise → reduce → HDBSCAN, fitted on a seeded sample; every customer gets a segment.
+    >>> sc = SegmentClusterer(n_segments=[4, 8]).fit(matrix, ids=ids, outcomes=scores)  # scores: p_*/pred_* columns
+    >>> sc.assignments()   # customer_id, cluster, subsegment, membership_strength, is_core, outlier_score, is_outlier
+    >>> sc.save("clusterer.npz"); SegmentClusterer.load("clusterer.npz").predict(new_matrix, outcomes=new_scores)
 
-    >>> sc = SegmentClusterer(n_segments=[4, 8]).fit(matrix, ids)
-    >>> sc.assignments()                      # customer_id, cluster, membership_strength, outlier_score, is_noise
-    >>> sc.metrics_["n_clusters"], sc.sweep_  # chosen setting and the sweep table
-    >>> sc.save("clusterer.npz"); SegmentClusterer.load("clusterer.npz").predict(new_matrix)
+    Dense groups: HDBSCAN (min_cluster_size / min_samples swept unless given) on a seeded fit
+    sample of the reduced representation; a customer outside every dense core joins the group of
+    its nearest core point. Outliers: outside every core and an outlier score above the threshold
+    (by default the one that leaves `outlier_share` of the fit sample out). Broad segments: see
+    broad.py; micro-segments: hierarchy.py.
 
-    After fit: labels_, membership_strength_, outlier_score_, is_noise_ (one per input row),
-    ids_, fit_index_ (rows used to fit), min_cluster_size_, min_samples_, sweep_, metrics_.
+    After fit: labels_ (broad), subsegments_, membership_strength_, is_core_, outlier_score_ (one
+    per input row), ids_, fit_index_, n_clusters_, n_subsegments_, min_cluster_size_, min_samples_,
+    outlier_threshold_, sweep_, metrics_.
     """
 
     def __init__(
@@ -53,15 +57,20 @@ class SegmentClusterer:
         scaler: Any = "standard",
         min_cluster_size: int | float | None = None,
         min_samples: int | None = None,
-        cluster_selection_method: str = "eom",
+        cluster_selection_method: str = "leaf",
         min_segment_share: float = 0.01,
         min_segment_size: int = 10,
-        max_noise_share: float = 0.5,
-        n_segments: int | Sequence[int] | None = None,
+        max_noise_share: float = 0.8,
+        n_segments: Any = (4, 8),
+        max_segment_share: float = 0.5,
+        min_ari: float = 0.85,
+        outlier_share: float = 0.05,
+        outlier_threshold: float | None = None,
         fit_sample_size: int | None = 50_000,
-        sweep_min_cluster_size_shares: Sequence[float] = DEFAULT_SWEEP_SHARES,
-        sweep_min_samples: Sequence[int] = DEFAULT_SWEEP_MIN_SAMPLES,
+        sweep_min_cluster_size_shares: Any = DEFAULT_SWEEP_SHARES,
+        sweep_min_samples: Any = DEFAULT_SWEEP_MIN_SAMPLES,
         n_resamples: int = 5,
+        dense_resamples: int = 3,
         resample_share: float = 0.8,
         unstable_jaccard: float = 0.5,
         silhouette_sample_size: int = 20_000,
@@ -70,109 +79,133 @@ class SegmentClusterer:
         seed: int = 0,
         umap_kwargs: dict | None = None,
     ):
-        if cluster_selection_method not in SELECTION_METHODS:
-            raise ClusterConfigError(f"cluster_selection_method must be one of {SELECTION_METHODS}, got {cluster_selection_method!r}")
-        if not 0 < float(min_segment_share) < 0.5:
-            raise ClusterConfigError(f"min_segment_share must be in (0, 0.5), got {min_segment_share}")
-        if not 0 < float(max_noise_share) <= 1:
-            raise ClusterConfigError(f"max_noise_share must be in (0, 1], got {max_noise_share}")
-        if not 0 < float(resample_share) < 1:
-            raise ClusterConfigError(f"resample_share must be in (0, 1), got {resample_share}")
-        if min_samples is not None and int(min_samples) < 1:
-            raise ClusterConfigError(f"min_samples must be >= 1, got {min_samples}")
-        if min_cluster_size is not None and not (0 < float(min_cluster_size) < 1 or int(min_cluster_size) >= 2):
-            raise ClusterConfigError(f"min_cluster_size must be an int >= 2 or a share in (0, 1), got {min_cluster_size}")
-        if fit_sample_size is not None and int(fit_sample_size) < 100:
-            raise ClusterConfigError(f"fit_sample_size must be >= 100 (or null for all customers), got {fit_sample_size}")
         self.reducer = reducer
         self.n_components = n_components
         self.scaler = scaler
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
         self.cluster_selection_method = cluster_selection_method
-        self.min_segment_share = float(min_segment_share)
-        self.min_segment_size = int(min_segment_size)
-        self.max_noise_share = float(max_noise_share)
-        self.n_segments = _parse_range(n_segments)
-        self.fit_sample_size = None if fit_sample_size is None else int(fit_sample_size)
-        self.sweep_min_cluster_size_shares = tuple(float(s) for s in sweep_min_cluster_size_shares)
-        self.sweep_min_samples = tuple(int(s) for s in sweep_min_samples)
-        self.n_resamples = int(n_resamples)
-        self.resample_share = float(resample_share)
-        self.unstable_jaccard = float(unstable_jaccard)
-        self.silhouette_sample_size = int(silhouette_sample_size)
-        self.chunk_size = int(chunk_size)
-        self.n_jobs = (os.cpu_count() or 1) if int(n_jobs) < 1 else int(n_jobs)
-        self.seed = int(seed)
-        self.umap_kwargs = dict(umap_kwargs or {})
-        self._placer: _Placer | None = None
+        self.min_segment_share = min_segment_share
+        self.min_segment_size = min_segment_size
+        self.max_noise_share = max_noise_share
+        self.n_segments = n_segments
+        self.max_segment_share = max_segment_share
+        self.min_ari = min_ari
+        self.outlier_share = outlier_share
+        self.outlier_threshold = outlier_threshold
+        self.fit_sample_size = fit_sample_size
+        self.sweep_min_cluster_size_shares = sweep_min_cluster_size_shares
+        self.sweep_min_samples = sweep_min_samples
+        self.n_resamples = n_resamples
+        self.dense_resamples = dense_resamples
+        self.resample_share = resample_share
+        self.unstable_jaccard = unstable_jaccard
+        self.silhouette_sample_size = silhouette_sample_size
+        self.chunk_size = chunk_size
+        self.n_jobs = n_jobs
+        self.seed = seed
+        self.umap_kwargs = umap_kwargs
+
+    def check_params(self) -> "SegmentClusterer":
+        """ClusterConfigError naming a bad setting; called by fit and by from_config, so a pipeline
+        fails on a bad cluster setting before it trains anything."""
+        for name in ("min_segment_share", "min_segment_size", "max_noise_share", "max_segment_share", "min_ari",
+                     "outlier_share", "outlier_threshold", "min_cluster_size", "min_samples", "fit_sample_size",
+                     "n_resamples", "dense_resamples", "resample_share", "unstable_jaccard", "silhouette_sample_size", "chunk_size",
+                     "n_jobs", "seed", "n_components"):
+            v = getattr(self, name)
+            try:
+                v is None or float(v)
+            except (TypeError, ValueError):
+                raise ClusterConfigError(f"{name} must be a number, got {v!r}") from None
+        for name, lo in (("n_resamples", 0), ("dense_resamples", 0), ("chunk_size", 1), ("silhouette_sample_size", 2), ("seed", 0)):
+            if int(getattr(self, name)) < lo:
+                raise ClusterConfigError(f"{name} must be an int >= {lo}, got {getattr(self, name)}")
+        if not 0 <= float(self.unstable_jaccard) <= 1:
+            raise ClusterConfigError(f"unstable_jaccard must be in [0, 1], got {self.unstable_jaccard}")
+        for name, given in (("sweep_min_samples", self.min_samples), ("sweep_min_cluster_size_shares", self.min_cluster_size)):
+            if given is None and not list(getattr(self, name) or ()):
+                raise ClusterConfigError(f"{name} is empty: give at least one value to sweep (or set "
+                                         f"{name.replace('sweep_', '').replace('_shares', '')})")
+        if self.cluster_selection_method not in SELECTION_METHODS:
+            raise ClusterConfigError(f"cluster_selection_method must be one of {SELECTION_METHODS}, "
+                                     f"got {self.cluster_selection_method!r}")
+        for name, lo, hi, closed in (("min_segment_share", 0, 0.5, False), ("max_noise_share", 0, 1, True),
+                                     ("resample_share", 0, 1, False), ("max_segment_share", 0, 1, True),
+                                     ("min_ari", 0, 1, True), ("outlier_share", 0, 0.5, True)):
+            v = float(getattr(self, name))
+            if not (lo < v <= hi if closed else lo < v < hi) and not (name == "outlier_share" and v == 0):
+                raise ClusterConfigError(f"{name} must be in ({lo}, {hi}{']' if closed else ')'}, got {v}")
+        if self.outlier_threshold is not None and not 0 <= float(self.outlier_threshold) <= 1:
+            raise ClusterConfigError(f"outlier_threshold must be in [0, 1] or null, got {self.outlier_threshold}")
+        if self.min_samples is not None and int(self.min_samples) < 1:
+            raise ClusterConfigError(f"min_samples must be >= 1, got {self.min_samples}")
+        mcs = self.min_cluster_size
+        if mcs is not None and not (0 < float(mcs) < 1 or int(mcs) >= 2):
+            raise ClusterConfigError(f"min_cluster_size must be an int >= 2 or a share in (0, 1), got {mcs}")
+        if self.fit_sample_size is not None and int(self.fit_sample_size) < 100:
+            raise ClusterConfigError(f"fit_sample_size must be >= 100 (or null for all customers), got {self.fit_sample_size}")
+        _parse_range(self.n_segments)
+        return self
+
+    @property
+    def _n_jobs(self) -> int:
+        return (os.cpu_count() or 1) if int(self.n_jobs) < 1 else int(self.n_jobs)
 
     # ---- construction from config -----------------------------------------------------
 
     @classmethod
     def from_config(cls, cfg) -> "SegmentClusterer":
-        """From a `cluster` config group (configs/cluster/default.yaml)."""
+        """From a `cluster` config group (configs/cluster/default.yaml), checked."""
         c = dict(plain(cfg) or {})
         sweep = c.get("sweep") or {}
         stab = c.get("stability") or {}
-        known = {
-            "reducer", "n_components", "scaler", "min_cluster_size", "min_samples", "cluster_selection_method",
-            "min_segment_share", "min_segment_size", "max_noise_share", "n_segments", "fit_sample_size",
-            "silhouette_sample_size", "chunk_size", "n_jobs", "seed", "umap", "sweep", "stability",
-        }
+        flat = {"reducer", "n_components", "scaler", "min_cluster_size", "min_samples", "cluster_selection_method",
+                "min_segment_share", "min_segment_size", "max_noise_share", "n_segments", "max_segment_share",
+                "outlier_share", "outlier_threshold", "fit_sample_size", "silhouette_sample_size", "chunk_size",
+                "n_jobs", "seed"}
+        known = flat | {"umap", "sweep", "stability"}
         unknown = sorted(set(c) - known)
         if unknown:
             raise ClusterConfigError(f"unknown cluster setting(s) {unknown}; known: {sorted(known)}")
         for group, keys in (("sweep", {"min_cluster_size_shares", "min_samples"}),
-                            ("stability", {"n_resamples", "sample_share", "unstable_jaccard"})):
+                            ("stability", {"n_resamples", "dense_resamples", "sample_share", "unstable_jaccard",
+                                           "min_ari"})):
             extra = sorted(set(c.get(group) or {}) - keys)
             if extra:
                 raise ClusterConfigError(f"unknown cluster.{group} setting(s) {extra}; known: {sorted(keys)}")
-        kw = {k: c[k] for k in known - {"umap", "sweep", "stability"} if k in c}
-        for k in ("reducer", "n_components", "scaler", "cluster_selection_method", "min_segment_share",
-                  "min_segment_size", "max_noise_share", "silhouette_sample_size", "chunk_size", "n_jobs", "seed"):
-            if kw.get(k, 0) is None:  # null means "the default" for these; for the others null is meaningful
-                del kw[k]
-        if sweep.get("min_cluster_size_shares"):
-            kw["sweep_min_cluster_size_shares"] = sweep["min_cluster_size_shares"]
-        if sweep.get("min_samples"):
-            kw["sweep_min_samples"] = sweep["min_samples"]
-        if "n_resamples" in stab:
-            kw["n_resamples"] = stab["n_resamples"]
-        if "sample_share" in stab:
-            kw["resample_share"] = stab["sample_share"]
-        if "unstable_jaccard" in stab:
-            kw["unstable_jaccard"] = stab["unstable_jaccard"]
+        nullable = {"min_cluster_size", "min_samples", "fit_sample_size", "outlier_threshold"}  # null is meaningful
+        kw = {k: c[k] for k in flat if k in c and (c[k] is not None or k in nullable)}
+        for key, arg in (("min_cluster_size_shares", "sweep_min_cluster_size_shares"), ("min_samples", "sweep_min_samples")):
+            if sweep.get(key):
+                kw[arg] = tuple(sweep[key])
+        for key, arg in (("n_resamples", "n_resamples"), ("dense_resamples", "dense_resamples"),
+                         ("sample_share", "resample_share"),
+                         ("unstable_jaccard", "unstable_jaccard"), ("min_ari", "min_ari")):
+            if stab.get(key) is not None:
+                kw[arg] = stab[key]
+        if isinstance(kw.get("n_segments"), list):
+            kw["n_segments"] = tuple(kw["n_segments"])
         if c.get("umap"):
             kw["umap_kwargs"] = c["umap"]
-        return cls(**kw)
-
-    def get_params(self) -> dict:
-        return {
-            "reducer": self.reducer if isinstance(self.reducer, str) else type(self.reducer).__name__,
-            "n_components": self.n_components,
-            "scaler": self.scaler if isinstance(self.scaler, str) or self.scaler is None else type(self.scaler).__name__,
-            "min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples,
-            "cluster_selection_method": self.cluster_selection_method,
-            "min_segment_share": self.min_segment_share, "min_segment_size": self.min_segment_size,
-            "max_noise_share": self.max_noise_share,
-            "n_segments": list(self.n_segments) if self.n_segments else None,
-            "fit_sample_size": self.fit_sample_size,
-            "sweep": {"min_cluster_size_shares": list(self.sweep_min_cluster_size_shares),
-                      "min_samples": list(self.sweep_min_samples)},
-            "stability": {"n_resamples": self.n_resamples, "sample_share": self.resample_share,
-                          "unstable_jaccard": self.unstable_jaccard},
-            "silhouette_sample_size": self.silhouette_sample_size, "seed": self.seed,
-        }
+        return cls(**kw).check_params()
 
     # ---- fitted facts -----------------------------------------------------------------
 
     @property
     def n_clusters_(self) -> int:
+        return int(self.broad_.n_segments_)
+
+    @property
+    def n_subsegments_(self) -> int:
+        return self.micro_.n_micro_
+
+    @property
+    def n_dense_(self) -> int:
         return int(len(self.label_order_))
 
     @property
-    def is_noise_(self) -> np.ndarray:
+    def is_outlier_(self) -> np.ndarray:
         return self.labels_ == NOISE
 
     @property
@@ -186,16 +219,29 @@ class SegmentClusterer:
     # ---- fit --------------------------------------------------------------------------
 
     def min_segment_customers(self, n: int) -> int:
-        return max(self.min_segment_size, math.ceil(self.min_segment_share * n))
+        return max(int(self.min_segment_size), math.ceil(float(self.min_segment_share) * n))
 
-    def fit(self, embeddings, ids=None) -> "SegmentClusterer":
-        """Fit on `embeddings` [n, dim] (customer `ids` optional) and assign every row a segment."""
+    def _outcome_frame(self, outcomes, n: int) -> pd.DataFrame | None:
+        if outcomes is None:
+            return None
+        if not isinstance(outcomes, pd.DataFrame):
+            raise ClusterInputError("outcomes must be a DataFrame of propensity scores (columns p_<label> / "
+                                    "pred_<label>), one row per embedding row")
+        if len(outcomes) != n:
+            raise ClusterInputError(f"{len(outcomes)} rows of outcome scores for {n} embedding rows")
+        return outcomes.reset_index(drop=True)
+
+    def fit(self, X, y=None, *, ids=None, outcomes: pd.DataFrame | None = None) -> "SegmentClusterer":
+        """Fit on embeddings X [n, dim]; `outcomes` (propensity scores, one row per row of X) make
+        the broad level outcome-aware. y is ignored (scikit-learn convention)."""
         import hdbscan
 
+        self.check_params()
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
-        ids, X = check_embeddings(embeddings, ids)
+        ids, X = check_embeddings(X, ids)
         n, dim = X.shape
+        outcomes = self._outcome_frame(outcomes, n)
         floor_all = self.min_segment_customers(n)
         if n < 2 * floor_all:
             raise ClusterInputError(
@@ -204,13 +250,13 @@ class SegmentClusterer:
                 f"{self.min_segment_size}) need at least {2 * floor_all}")
         self.embedding_dim = dim
         rng = np.random.default_rng(self.seed)
-        if self.fit_sample_size and n > self.fit_sample_size:
-            fit_index = np.sort(rng.choice(n, self.fit_sample_size, replace=False))
+        if self.fit_sample_size and n > int(self.fit_sample_size):
+            fit_index = np.sort(rng.choice(n, int(self.fit_sample_size), replace=False))
         else:
             fit_index = np.arange(n)
         n_fit = len(fit_index)
 
-        log.info("clustering %d customers x %d dims; fitting on %d", n, dim, len(fit_index))
+        log.info("clustering %d customers x %d dims; fitting on %d", n, dim, n_fit)
         t = time.perf_counter()
         X_fit = X[fit_index]
         self.scaler_ = _make_scaler(self.scaler)
@@ -245,36 +291,67 @@ class SegmentClusterer:
             shutil.rmtree(cache, ignore_errors=True)
         raw_labels = hdb.labels_.astype(np.int64)
         k = int(raw_labels.max()) + 1 if len(raw_labels) else 0
+        if k == 0:
+            warnings.warn("HDBSCAN found no dense group in the representation (too few customers, or no density "
+                          "structure): micro-segments equal the broad segments and no customer is left as an outlier. "
+                          "Try a smaller cluster.min_cluster_size or cluster.min_samples", stacklevel=2)
         sizes = np.bincount(raw_labels[raw_labels >= 0], minlength=k)
         order = np.lexsort((np.arange(k), -sizes))  # largest first, ties by hdbscan label
-        self.label_order_ = order  # segment s is hdbscan cluster order[s]
+        self.label_order_ = order  # dense group g is hdbscan cluster order[g]
         self._relabel = np.full(k + 1, NOISE, dtype=np.int64)
         self._relabel[order + 1] = np.arange(k)
         self.hdbscan_ = hdb
         self.min_cluster_size_, self.min_samples_, self.cluster_selection_method_ = mcs, ms, method
-        self._placer = _Placer(hdb, self.n_jobs)
+        self._placer = _Placer(hdb, self._n_jobs)
         timings["fit"] = time.perf_counter() - t
 
-        # every customer: fitted values for the fit sample, placement for the rest
-        log.info("min_cluster_size=%d min_samples=%d (%s): %d segments; placing %d more customers",
-                 mcs, ms, method, k, n - n_fit)
+        # dense groups, strengths and outliers of the fit sample, then the broad and micro levels on it
         t = time.perf_counter()
-        labels = np.empty(n, dtype=np.int32)
-        strength = np.empty(n, dtype=np.float32)
-        outlier = np.empty(n, dtype=np.float32)
-        labels[fit_index] = self._relabel[raw_labels + 1]
-        strength[fit_index] = np.nan_to_num(hdb.probabilities_, nan=1.0)
-        outlier[fit_index] = np.clip(np.nan_to_num(hdb.outlier_scores_, nan=0.0), 0.0, 1.0)
-        rest = np.ones(n, dtype=bool)
-        rest[fit_index] = False
-        rest_index = np.flatnonzero(rest)
-        for start in range(0, len(rest_index), self.chunk_size):
-            rows = rest_index[start:start + self.chunk_size]
-            pred = self._predict_reduced(self.transform(X[rows]))
-            labels[rows], strength[rows], outlier[rows] = pred.labels, pred.membership_strength, pred.outlier_score
+        fit_scores = np.clip(np.nan_to_num(hdb.outlier_scores_, nan=0.0), 0.0, 1.0)
+        if k == 0:
+            self.outlier_threshold_ = 1.0  # scores are clipped to [0, 1]: nobody is above it
+        elif self.outlier_threshold is not None:
+            self.outlier_threshold_ = float(self.outlier_threshold)
+        elif float(self.outlier_share) > 0:
+            self.outlier_threshold_ = float(np.quantile(fit_scores, 1 - float(self.outlier_share)))
+        else:
+            self.outlier_threshold_ = 1.0
+        dense_fit, strength_fit, core_fit, outlier_fit = self._dense(
+            Z_fit, raw_labels, np.nan_to_num(hdb.probabilities_, nan=1.0), fit_scores)
+        self.outcome_space_ = None
+        if outcomes is not None:
+            columns = [c for c in outcomes.columns if str(c).startswith(("p_", "pred_"))]
+            self.outcome_space_ = OutcomeSpace(columns).fit(outcomes.iloc[fit_index[~outlier_fit]])
+        S_fit = self._broad_space(Z_fit, None if outcomes is None else outcomes.iloc[fit_index])
+        self.broad_ = BroadLevel(
+            _parse_range(self.n_segments), n_resamples=int(self.n_resamples), resample_share=float(self.resample_share),
+            min_ari=float(self.min_ari), unstable_jaccard=float(self.unstable_jaccard),
+            max_share=float(self.max_segment_share), seed=int(self.seed)).fit(S_fit[~outlier_fit])
+        broad_fit = np.where(outlier_fit, NOISE, self.broad_.predict(S_fit))
+        self.micro_ = MicroLevel().fit(broad_fit, dense_fit, self.n_clusters_, k, self.min_segment_customers(n_fit))
+        timings["hierarchy"] = time.perf_counter() - t
+
+        # every customer: fitted values for the fit sample, placement for the rest
+        log.info("%d dense groups (min_cluster_size=%d min_samples=%d, %s), %d broad segments, %d micro-segments; "
+                 "placing %d more customers", k, mcs, ms, method, self.n_clusters_, self.n_subsegments_, n - n_fit)
+        t = time.perf_counter()
+        fitted = ClusterPrediction(broad_fit, self.micro_.predict(broad_fit, dense_fit), strength_fit, core_fit,
+                                   fit_scores)
+        result = ClusterPrediction(np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.float32),
+                                   np.empty(n, bool), np.empty(n, np.float32))
+        for field in ("labels", "subsegments", "membership_strength", "is_core", "outlier_score"):
+            getattr(result, field)[fit_index] = getattr(fitted, field)
+        rest_index = np.setdiff1d(np.arange(n), fit_index, assume_unique=True)
+        for start in range(0, len(rest_index), int(self.chunk_size)):
+            rows = rest_index[start:start + int(self.chunk_size)]
+            part = self._place(X[rows], None if outcomes is None else outcomes.iloc[rows])
+            for field in ("labels", "subsegments", "membership_strength", "is_core", "outlier_score"):
+                getattr(result, field)[rows] = getattr(part, field)
         timings["place"] = time.perf_counter() - t
         self.ids_, self.fit_index_ = ids, fit_index
-        self.labels_, self.membership_strength_, self.outlier_score_ = labels, strength, outlier
+        self.labels_, self.subsegments_ = result.labels, result.subsegments
+        self.membership_strength_, self.is_core_, self.outlier_score_ = (
+            result.membership_strength, result.is_core, result.outlier_score)
 
         t = time.perf_counter()
         stability = _stability(self, Z_fit, raw_labels, mcs, ms, method)
@@ -287,76 +364,90 @@ class SegmentClusterer:
         self.metrics_ = _metrics(self, n, n_fit, hdb, raw_labels, silhouette, stability, selection, dup_share, timings)
         return self
 
-    def fit_predict(self, embeddings, ids=None) -> np.ndarray:
-        return self.fit(embeddings, ids).labels_
+    def fit_predict(self, X, y=None, *, ids=None, outcomes: pd.DataFrame | None = None) -> np.ndarray:
+        return self.fit(X, ids=ids, outcomes=outcomes).labels_
 
     def assignments(self, id_col: str = OUTPUT_ID) -> pd.DataFrame:
-        """One row per fitted customer: id, cluster, membership_strength, outlier_score, is_noise."""
+        """One row per fitted customer: id, cluster (broad), subsegment, membership_strength,
+        is_core, outlier_score, is_outlier."""
         self._check_fitted()
         if not hasattr(self, "labels_"):
             raise RuntimeError("a loaded clusterer has no fitted customers: use predict(embeddings)")
-        return ClusterPrediction(self.labels_, self.membership_strength_, self.outlier_score_).to_frame(self.ids_, id_col)
+        return ClusterPrediction(self.labels_, self.subsegments_, self.membership_strength_, self.is_core_,
+                                 self.outlier_score_).to_frame(self.ids_, id_col)
 
     # ---- placement --------------------------------------------------------------------
 
-    def transform(self, embeddings) -> np.ndarray:
+    def transform(self, X) -> np.ndarray:
         """Standardised, reduced coordinates (float64 [n, n_components]) of embeddings."""
-        X = np.asarray(embeddings, dtype=np.float32)
+        X = np.asarray(X, dtype=np.float32)
         Z = self.reducer_.transform(np.asarray(self.scaler_.transform(X), dtype=np.float32))
         return np.ascontiguousarray(Z, dtype=np.float64)
 
-    def _predict_reduced(self, Z: np.ndarray) -> ClusterPrediction:
-        if self._placer is None:
-            self._placer = _Placer(self.hdbscan_, self.n_jobs)
+    def _dense(self, Z, raw, prob, score):
+        """(dense group, strength, is_core, is_outlier): HDBSCAN's group for core points, the
+        nearest core point's group for the rest; outliers are non-core above the threshold."""
+        dense = self._relabel[raw + 1]
+        core = dense >= 0
+        strength = np.where(core, prob, 0.0)
+        if self.n_dense_ == 0:  # no dense structure: one group, nobody in a core
+            dense[:] = 0
+        elif (~core).any():
+            nearest, reach = self._placer.nearest_core(Z[~core])
+            dense[~core] = self._relabel[nearest + 1]
+            strength[~core] = reach
+        outlier = ~core & (score > self.outlier_threshold_)
+        return dense, strength.astype(np.float32), core, outlier
+
+    def _broad_space(self, Z, outcomes: pd.DataFrame | None) -> np.ndarray:
+        if self.outcome_space_ is None:
+            return Z
+        if outcomes is None:
+            raise ClusterInputError(
+                "this clusterer forms broad segments from propensity scores "
+                f"({', '.join(self.outcome_space_.columns)}): pass outcomes= with those columns for these customers")
+        return self.outcome_space_.transform(outcomes)
+
+    def _place(self, X, outcomes) -> ClusterPrediction:
+        Z = self.transform(X)
         raw, prob, score = self._placer.place(Z)
-        return ClusterPrediction(
-            self._relabel[raw + 1].astype(np.int32), np.nan_to_num(prob, nan=1.0).astype(np.float32),
-            np.clip(np.nan_to_num(score, nan=0.0), 0.0, 1.0).astype(np.float32))
+        score = np.clip(np.nan_to_num(score, nan=0.0), 0.0, 1.0)
+        dense, strength, core, outlier = self._dense(Z, raw, np.nan_to_num(prob, nan=1.0), score)
+        broad = np.where(outlier, NOISE, self.broad_.predict(self._broad_space(Z, outcomes)))
+        return ClusterPrediction(broad.astype(np.int32), self.micro_.predict(broad, dense).astype(np.int32),
+                                 strength, core, score.astype(np.float32))
 
-    def predict(self, embeddings, *, soft: bool = False) -> ClusterPrediction:
-        """Place new customers into the fitted segments without refitting.
-
-        Returns labels (-1 = noise), membership strength in [0, 1] (hdbscan approximate_predict
-        probability), GLOSH outlier score in [0, 1] (approximate_predict_scores, clipped) and,
-        with soft=True, soft membership over all segments ([n, n_clusters], hdbscan.membership_vector).
-        """
+    def predict(self, X, *, outcomes: pd.DataFrame | None = None, soft: bool = False) -> ClusterPrediction:
+        """Place new customers without refitting: broad segment, micro-segment, strength, core flag,
+        outlier score; with soft=True also soft membership in the dense groups
+        ([n, n_dense], hdbscan.membership_vector). `outcomes`: their propensity scores, required
+        when the clusterer was fitted with outcomes."""
         self._check_fitted()
-        _, X = check_embeddings(embeddings, expected_dim=self.embedding_dim)
-        parts = [self._predict_reduced(self.transform(X[s:s + self.chunk_size])) for s in range(0, len(X), self.chunk_size)]
-        pred = ClusterPrediction(
-            np.concatenate([p.labels for p in parts]) if parts else np.empty(0, np.int32),
-            np.concatenate([p.membership_strength for p in parts]) if parts else np.empty(0, np.float32),
-            np.concatenate([p.outlier_score for p in parts]) if parts else np.empty(0, np.float32),
-        )
+        _, X = check_embeddings(X, expected_dim=self.embedding_dim)
+        outcomes = self._outcome_frame(outcomes, len(X))
+        if self.outcome_space_ is not None and outcomes is None:
+            self._broad_space(None, None)  # raises the explanation
+        step = int(self.chunk_size)
+        pred = ClusterPrediction.concat([
+            self._place(X[s:s + step], None if outcomes is None else outcomes.iloc[s:s + step])
+            for s in range(0, len(X), step)])
         if soft:
             pred.membership = self.membership(X)
         return pred
 
-    def membership(self, embeddings) -> np.ndarray:
-        """Soft membership of new points in every segment, [n, n_clusters] (columns = segment ids)."""
+    def membership(self, X) -> np.ndarray:
+        """Soft membership of new points in every dense group, [n, n_dense] (columns = group ids)."""
         import hdbscan
 
         self._check_fitted()
-        _, X = check_embeddings(embeddings, expected_dim=self.embedding_dim)
-        if self.n_clusters_ == 0:
-            return np.zeros((len(X), 0), dtype=np.float32)
+        _, X = check_embeddings(X, expected_dim=self.embedding_dim)
         out = []
-        for s in range(0, len(X), self.chunk_size):
+        for s in range(0, len(X), int(self.chunk_size)):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=RuntimeWarning)
-                mv = hdbscan.membership_vector(self.hdbscan_, self.transform(X[s:s + self.chunk_size]))
-            out.append(np.asarray(mv, dtype=np.float64).reshape(-1, self.n_clusters_)[:, self.label_order_])
+                mv = hdbscan.membership_vector(self.hdbscan_, self.transform(X[s:s + int(self.chunk_size)]))
+            out.append(np.asarray(mv, dtype=np.float64).reshape(-1, self.n_dense_)[:, self.label_order_])
         return np.nan_to_num(np.vstack(out)).astype(np.float32)
-
-    def training_membership(self) -> np.ndarray:
-        """Soft membership of the fit-sample customers (rows in fit_index_ order), [n_fit, n_clusters]."""
-        import hdbscan
-
-        self._check_fitted()
-        if self.n_clusters_ == 0:
-            return np.zeros((len(self.hdbscan_.labels_), 0), dtype=np.float32)
-        mv = hdbscan.all_points_membership_vectors(self.hdbscan_)
-        return np.nan_to_num(np.asarray(mv).reshape(-1, self.n_clusters_)[:, self.label_order_]).astype(np.float32)
 
     # ---- persistence ------------------------------------------------------------------
 

@@ -61,16 +61,23 @@ def check_embeddings(matrix, ids=None, *, expected_dim: int | None = None) -> tu
     return ids, matrix
 
 
-def _parse_range(n_segments) -> tuple[int, int] | None:
+DEFAULT_N_SEGMENTS = (4, 8)
+
+
+def _parse_range(n_segments) -> tuple[int, int]:
+    """(min, max) broad segments from an int, a pair, or None (the default range)."""
     if n_segments is None:
-        return None
-    if isinstance(n_segments, (int, np.integer)):
-        lo = hi = int(n_segments)
-    else:
-        vals = list(n_segments)
-        if len(vals) != 2:
-            raise ClusterConfigError(f"n_segments must be an int or a [min, max] pair, got {n_segments!r}")
-        lo, hi = int(vals[0]), int(vals[1])
+        return DEFAULT_N_SEGMENTS
+    try:
+        if isinstance(n_segments, (int, np.integer)):
+            lo = hi = int(n_segments)
+        else:
+            vals = list(n_segments)
+            if len(vals) != 2:
+                raise ValueError
+            lo, hi = int(vals[0]), int(vals[1])
+    except (TypeError, ValueError):
+        raise ClusterConfigError(f"n_segments must be an int or a [min, max] pair of ints, got {n_segments!r}") from None
     if lo < 2 or hi < lo:
         raise ClusterConfigError(f"n_segments must satisfy 2 <= min <= max, got [{lo}, {hi}]")
     return lo, hi

@@ -29,13 +29,13 @@ def write_cluster_outputs(clusterer: SegmentClusterer, out_dir: str | os.PathLik
     paths = {k: out / v for k, v in (("clusterer", CLUSTERER_FILE), ("clusters", CLUSTERS_FILE),
                                      ("metrics", METRICS_FILE), ("sweep", SWEEP_FILE))}
     m = clusterer.metrics_
-    facts = {"n_clusters": m["n_clusters"], "chosen": m["chosen"], **provenance}
+    facts = {"n_clusters": m["n_clusters"], "n_subsegments": m["n_subsegments"], **provenance}
     clusterer.save(paths["clusterer"], **facts)
     facts["clusterer_sha256"] = file_hash(paths["clusterer"])
 
     df = clusterer.assignments(id_col)
     _atomic(paths["clusters"], lambda tmp: df.to_parquet(tmp, index=False))
-    write_sidecar(paths["clusters"], rows=len(df), id_col=id_col, noise_share=m["noise_share"], **facts)
+    write_sidecar(paths["clusters"], rows=len(df), id_col=id_col, outlier_share=m["outlier_share"], **facts)
 
     write_json(m, paths["metrics"])
     _atomic(paths["sweep"], lambda tmp: clusterer.sweep_.to_csv(tmp, index=False))
@@ -66,9 +66,30 @@ def _embeddings_provenance(path: Path) -> dict:
     return info
 
 
+def _read_outcomes(path: Path, ids, id_col: str):
+    """The published propensity scores (p_* / pred_*) of every clustered customer, in ids order."""
+    import numpy as np
+    import pandas as pd
+
+    from eventseg.cluster.inputs import ClusterInputError
+
+    table = pd.read_parquet(path)
+    key = id_col if id_col in table.columns else OUTPUT_ID
+    columns = [c for c in table.columns if c.startswith(("p_", "pred_"))]
+    if key not in table.columns or not columns:
+        raise ClusterInputError(f"{path} has no '{id_col}' column or no p_<label> / pred_<label> scores")
+    scores = table.set_index(key)[columns]
+    missing = ~pd.Index(np.asarray(ids)).isin(scores.index)
+    if missing.any():
+        raise ClusterInputError(f"{int(missing.sum())} clustered customer(s) have no propensity score in {path}, "
+                                f"e.g. {np.asarray(ids)[missing][0]!r}: score every customer or drop outcomes=")
+    return scores.reindex(np.asarray(ids)).reset_index(drop=True)
+
+
 def cluster_from_config(cfg) -> dict:
     """The cluster stage as scripts call it. Keys: embeddings (file or directory of parts), out_dir
-    (default: the embeddings' folder), cluster (the cluster group). Returns paths and metrics."""
+    (default: the embeddings' folder), outcomes (optional: propensity scores that make the broad
+    level outcome-aware), cluster (the cluster group). Returns paths and metrics."""
     from eventseg.embed import embeddings_id_col, load_embeddings  # lazy: the stage only needs the reader
 
     started = time.perf_counter()
@@ -81,19 +102,19 @@ def cluster_from_config(cfg) -> dict:
     ids, matrix = load_embeddings(emb_path)
     load_seconds = time.perf_counter() - t
     clusterer = SegmentClusterer.from_config(c.get("cluster") or {})
-    clusterer.fit(matrix, ids)
+    outcomes = _read_outcomes(Path(str(c["outcomes"])), ids, embeddings_id_col(emb_path)) if c.get("outcomes") else None
+    clusterer.fit(matrix, ids=ids, outcomes=outcomes)
     del matrix
     t = time.perf_counter()
     paths = write_cluster_outputs(clusterer, out_dir, id_col=embeddings_id_col(emb_path), config=c.get("cluster"),
                                   **_embeddings_provenance(emb_path))
     m = clusterer.metrics_
-    stab = m.get("stability") or {}
     return {
         **paths,
-        "rows": m["n_customers"], "n_clusters": m["n_clusters"], "noise_share": m["noise_share"],
-        "cluster_sizes": m["cluster_sizes"], "relative_validity": m["relative_validity"],
-        "silhouette": m["silhouette"], "chosen": m["chosen"], "selection": m["selection"]["status"],
-        "stability_ari_mean": stab.get("ari_mean"), "unstable_segments": stab.get("unstable_segments"),
+        "rows": m["n_customers"], "n_clusters": m["n_clusters"], "n_subsegments": m["n_subsegments"],
+        "coverage": m["coverage"], "largest_share": m["largest_share"], "cluster_sizes": m["cluster_sizes"],
+        "broad_space": m["broad"]["space"], "broad_stability": m["broad"]["stability"],
+        "dense_groups": m["dense"]["n_groups"],
         "load_seconds": round(load_seconds, 3), "write_seconds": round(time.perf_counter() - t, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }

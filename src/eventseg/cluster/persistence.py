@@ -3,7 +3,9 @@
 One NPZ file (a zip of .npy arrays), read back with np.load(allow_pickle=False): nothing in
 it can run code when loaded. Members: "__header__" and "meta" (UTF-8 JSON as uint8 arrays),
 "scaler"/"reducer" (skops bytes, loaded against SKOPS_TRUSTED_TYPES only), the fitted HDBSCAN
-as plain arrays ("hdbscan.*") rebuilt into an hdbscan.HDBSCAN on load, "label_order", "relabel".
+as plain arrays ("hdbscan.*") rebuilt into an hdbscan.HDBSCAN on load, "label_order", "relabel",
+the broad level ("broad.centers", "broad.merge", and "outcomes.mean"/"outcomes.scale" when it
+is outcome-aware) and the micro level ("micro.table", "micro.parent").
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import numpy as np
 from eventseg import __version__
 from eventseg.artifacts import atomic_path, sidecar_path, write_sidecar
 from eventseg.cluster.hdbscan_state import _hdbscan_state, _rebuild_hdbscan
-from eventseg.cluster.inputs import ClusterConfigError, ClustererFileError
-from eventseg.cluster.npz import _int_array, _json_bytes, _read_json
+from eventseg.cluster.inputs import ClusterConfigError, ClustererFileError, _parse_range
+from eventseg.cluster.npz import _float_array, _int_array, _json_bytes, _read_json
 from eventseg.cluster.placement import NOISE, _Placer
 from eventseg.cluster.reducers import _Identity
 from eventseg.safe_skops import SKOPS_DATA_TYPES, skops_dumps_checked, skops_loads_checked
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from eventseg.cluster.estimator import SegmentClusterer
 
 FORMAT = "eventseg.cluster.SegmentClusterer"
-FORMAT_VERSION = 2  # 1: pickle (no longer loaded); 2: NPZ arrays + JSON + skops
+FORMAT_VERSION = 3  # 1: pickle (no longer loaded); 2: NPZ arrays + JSON + skops; 3: + broad and micro levels
 CLUSTERER_FILE = "clusterer.npz"
 LEGACY_CLUSTERER_FILE = "clusterer.pkl"  # the old pickle format: recognised, never loaded
 HEADER_KEY = "__header__"
@@ -40,12 +42,6 @@ SCALER_REDUCER_TYPES = (
 )
 SKOPS_TRUSTED_TYPES = SKOPS_DATA_TYPES + SCALER_REDUCER_TYPES
 
-_INIT_ARGS = (
-    "reducer", "n_components", "scaler", "min_cluster_size", "min_samples", "cluster_selection_method",
-    "min_segment_share", "min_segment_size", "max_noise_share", "n_segments", "fit_sample_size",
-    "sweep_min_cluster_size_shares", "sweep_min_samples", "n_resamples", "resample_share", "unstable_jaccard",
-    "silhouette_sample_size", "chunk_size", "n_jobs", "seed", "umap_kwargs",
-)
 
 
 def _lib_versions() -> dict:
@@ -116,8 +112,7 @@ def _payload(sc: SegmentClusterer) -> tuple[dict, dict[str, np.ndarray]]:
     reducer_meta, reducer_bytes = _transform_state(sc.reducer_, "reducer", sc.reducer)
     hdb_meta, hdb_arrays = _hdbscan_state(sc.hdbscan_)
     params = {}
-    for k in _INIT_ARGS:
-        v = getattr(sc, k)
+    for k, v in sc.get_params().items():
         if k in ("reducer", "scaler") and not (v is None or isinstance(v, str)):
             v = {"object": type(v).__name__}  # restored on load from the fitted (saved) object
         params[k] = list(v) if isinstance(v, tuple) else v
@@ -127,10 +122,19 @@ def _payload(sc: SegmentClusterer) -> tuple[dict, dict[str, np.ndarray]]:
         "embedding_dim": int(sc.embedding_dim),
         "min_cluster_size": int(sc.min_cluster_size_), "min_samples": int(sc.min_samples_),
         "cluster_selection_method": str(sc.cluster_selection_method_),
-        "metrics": {k: v for k, v in getattr(sc, "metrics_", {}).items() if k not in ("sweep",)},
+        "outlier_threshold": float(sc.outlier_threshold_),
+        "outcome_columns": None if sc.outcome_space_ is None else list(sc.outcome_space_.columns),
+        "metrics": {k: v for k, v in getattr(sc, "metrics_", {}).items() if k != "dense"},
     }
     arrays = {"label_order": np.asarray(sc.label_order_, dtype=np.int64),
-              "relabel": np.asarray(sc._relabel, dtype=np.int64), **hdb_arrays}
+              "relabel": np.asarray(sc._relabel, dtype=np.int64), **hdb_arrays,
+              "broad.centers": np.asarray(sc.broad_.centers_, dtype=np.float64),
+              "broad.merge": np.asarray(sc.broad_.merge_, dtype=np.int64),
+              "micro.table": np.asarray(sc.micro_.table_, dtype=np.int64),
+              "micro.parent": np.asarray(sc.micro_.parent_, dtype=np.int64)}
+    if sc.outcome_space_ is not None:
+        arrays["outcomes.mean"] = np.asarray(sc.outcome_space_.mean_, dtype=np.float64)
+        arrays["outcomes.scale"] = np.asarray(sc.outcome_space_.scale_, dtype=np.float64)
     if scaler_bytes is not None:
         arrays["scaler"] = np.frombuffer(scaler_bytes, dtype=np.uint8)
     if reducer_bytes is not None:
@@ -223,7 +227,8 @@ def _from_payload(cls: type[SegmentClusterer], meta: dict, arrays: dict[str, np.
     params = dict(meta["params"])
     objects = {k: params.pop(k) for k in ("reducer", "scaler") if isinstance(params.get(k), dict)}
     sc = cls.__new__(cls)
-    cls.__init__(sc, **{k: v for k, v in params.items() if k in _INIT_ARGS})
+    known = set(cls().get_params())
+    cls.__init__(sc, **{k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in known})
     what = str(path)
     sc.scaler_ = _load_transform(meta.get("scaler"), arrays.get("scaler"), "scaler", what)
     sc.reducer_ = _load_transform(meta.get("reducer"), arrays.get("reducer"), "reducer", what)
@@ -248,10 +253,61 @@ def _from_payload(cls: type[SegmentClusterer], meta: dict, arrays: dict[str, np.
     sc.min_cluster_size_, sc.min_samples_ = int(meta["min_cluster_size"]), int(meta["min_samples"])
     sc.cluster_selection_method_ = str(meta["cluster_selection_method"])
     sc.saved_metrics_ = meta.get("metrics") or {}
+    sc.outlier_threshold_ = float(meta["outlier_threshold"])
+    if not 0 <= sc.outlier_threshold_ <= 1:  # also NaN
+        raise ClustererFileError(f"{what} is corrupt: outlier_threshold={sc.outlier_threshold_} is not in [0, 1]")
+    _load_levels(sc, meta, arrays, what, n_dense=k)
     # built now, so a file whose trees do not fit together is refused here, not at the first predict
-    sc._placer = _Placer(sc.hdbscan_, sc.n_jobs)
+    sc._placer = _Placer(sc.hdbscan_, sc._n_jobs)
     probe = sc.transform(np.zeros((1, sc.embedding_dim), dtype=np.float32))
     if probe.shape != (1, sc.hdbscan_._raw_data.shape[1]):
         raise ClustererFileError(f"{what} is corrupt: the reducer gives {probe.shape[1]} dimensions, the "
                                  f"HDBSCAN model was fitted on {sc.hdbscan_._raw_data.shape[1]}")
     return sc
+
+
+def _load_levels(sc: SegmentClusterer, meta: dict, arrays: dict[str, np.ndarray], what: str, n_dense: int) -> None:
+    """The broad and micro levels, checked to fit together before any customer is placed."""
+    from eventseg.cluster.broad import BroadLevel, OutcomeSpace
+    from eventseg.cluster.hierarchy import MicroLevel
+
+    merge = arrays.get("broad.merge")
+    centers = arrays.get("broad.centers")
+    if merge is None or centers is None or centers.ndim != 2 or centers.dtype.kind != "f":
+        raise ClustererFileError(f"{what} is corrupt: the broad level is missing")
+    if not np.isfinite(centers).all():
+        raise ClustererFileError(f"{what} is corrupt: broad.centers are not finite")
+    k_means = centers.shape[0]
+    merge = _int_array(arrays, "broad.merge", what, shape=(k_means,))
+    n_broad = int(merge.max()) + 1 if k_means else 0
+    if k_means == 0 or merge.min() < 0 or not np.array_equal(np.unique(merge), np.arange(n_broad)):
+        raise ClustererFileError(f"{what} is corrupt: broad.merge does not number the broad segments 0..k-1")
+    columns = meta.get("outcome_columns")
+    sc.outcome_space_ = None
+    if columns is not None:
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise ClustererFileError(f"{what} is corrupt: outcome_columns is not a list of names")
+        space = OutcomeSpace(columns)
+        space.mean_ = _float_array(arrays, "outcomes.mean", what, shape=(len(columns),))
+        space.scale_ = _float_array(arrays, "outcomes.scale", what, shape=(len(columns),))
+        if not np.isfinite(space.mean_).all():
+            raise ClustererFileError(f"{what} is corrupt: outcomes.mean is not finite")
+        if not (np.isfinite(space.scale_).all() and (space.scale_ > 0).all()):
+            raise ClustererFileError(f"{what} is corrupt: outcomes.scale is not finite and positive")
+        sc.outcome_space_ = space
+    expected_dim = len(columns) if columns is not None else sc.hdbscan_._raw_data.shape[1]
+    if centers.shape[1] != expected_dim:
+        raise ClustererFileError(f"{what} is corrupt: broad centres have {centers.shape[1]} coordinates, expected {expected_dim}")
+    broad = BroadLevel(_parse_range(sc.n_segments))
+    broad.centers_, broad.merge_, broad.n_segments_ = centers.astype(np.float64), merge, n_broad
+    sc.broad_ = broad
+    parent = arrays.get("micro.parent")
+    if parent is None or parent.ndim != 1:
+        raise ClustererFileError(f"{what} is corrupt: the micro level is missing")
+    parent = _int_array(arrays, "micro.parent", what, shape=parent.shape)
+    table = _int_array(arrays, "micro.table", what, shape=(n_broad, max(n_dense, 1)))
+    if (len(parent) == 0 or parent.min() < 0 or parent.max() >= n_broad or table.min() < 0
+            or table.max() >= len(parent) or not np.array_equal(parent[table], np.repeat(np.arange(n_broad)[:, None],
+                                                                                       table.shape[1], axis=1))):
+        raise ClustererFileError(f"{what} is corrupt: the micro-segment table does not fit the broad segments")
+    sc.micro_ = MicroLevel.from_arrays(table, parent)

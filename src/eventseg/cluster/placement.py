@@ -1,6 +1,7 @@
-"""Points placed into a fitted HDBSCAN's segments (hdbscan.approximate_predict and
-approximate_predict_scores, vectorised over points), the result type, and the resolution
-floor that keeps HDBSCAN's densities finite on (near-)duplicate points."""
+"""Points placed into a fitted HDBSCAN's dense groups (hdbscan.approximate_predict and
+approximate_predict_scores, vectorised over points); points outside every dense core joined to
+the group of their nearest core point; the result type; and the resolution floor that keeps
+HDBSCAN's densities finite on (near-)duplicate points."""
 
 from __future__ import annotations
 
@@ -62,6 +63,13 @@ class _Placer:
             if c >= n and group_max[c - self.root] > group_max[parent[r] - self.root]:
                 group_max[parent[r] - self.root] = group_max[c - self.root]
         self.score_max_lambda = group_max
+        # nearest-core placement: the fit-sample points inside a dense group
+        from sklearn.neighbors import KDTree
+
+        core = np.flatnonzero(hdb.labels_ >= 0)
+        self.core_labels = hdb.labels_[core].astype(np.int64)
+        self.core_distance = self.core[core]
+        self.core_tree = KDTree(np.asarray(pdata.raw_data)[core]) if len(core) else None
 
     def _query(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = min(2 * self.min_samples, self.n_fit)
@@ -111,18 +119,39 @@ class _Placer:
             scores = np.where(sml > 0, (sml - lam_s) / np.where(sml > 0, sml, 1.0), 0.0)
         return labels, prob, scores
 
+    def nearest_core(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(hdbscan label of the nearest core point, strength) for points outside every dense core.
+
+        Strength is the core point's own core distance over the distance to it, capped at 1: a point
+        as close to the group as the group's members are to each other belongs fully; one ten
+        times further away, 0.1. Everyone gets a group; how firmly is in the strength."""
+        m = len(Z)
+        if m == 0 or self.core_tree is None:
+            return np.full(m, NOISE, np.int64), np.zeros(m)
+        dist, idx = self.core_tree.query(np.ascontiguousarray(Z, dtype=np.float64), k=1)
+        dist, idx = dist[:, 0], idx[:, 0]
+        reach = self.core_distance[idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            strength = np.where(dist > 0, np.minimum(1.0, reach / np.where(dist > 0, dist, 1.0)), 1.0)
+        return self.core_labels[idx], strength
+
 
 @dataclass
 class ClusterPrediction:
-    """Segments for a set of customers. `membership` (optional): soft membership [n, n_segments]."""
+    """Where a set of customers sit in the hierarchy: broad segment (`labels`, −1 = outlier),
+    micro-segment (`subsegments`, −1 = outlier), how firmly (`membership_strength`), whether in
+    a dense core (`is_core`), and the GLOSH outlier score. `membership` (optional): soft
+    membership in the dense groups, [n, n_dense]."""
 
     labels: np.ndarray
+    subsegments: np.ndarray
     membership_strength: np.ndarray
+    is_core: np.ndarray
     outlier_score: np.ndarray
     membership: np.ndarray | None = None
 
     @property
-    def is_noise(self) -> np.ndarray:
+    def is_outlier(self) -> np.ndarray:
         return self.labels == NOISE
 
     def to_frame(self, ids=None, id_col: str = OUTPUT_ID) -> pd.DataFrame:
@@ -130,14 +159,24 @@ class ClusterPrediction:
         df = pd.DataFrame({
             id_col: np.arange(n) if ids is None else np.asarray(ids),
             "cluster": self.labels.astype(np.int32),
+            "subsegment": self.subsegments.astype(np.int32),
             "membership_strength": self.membership_strength.astype(np.float32),
+            "is_core": self.is_core.astype(bool),
             "outlier_score": self.outlier_score.astype(np.float32),
-            "is_noise": self.is_noise,
+            "is_outlier": self.is_outlier,
         })
         if self.membership is not None:
             for j in range(self.membership.shape[1]):
                 df[f"membership_{j}"] = self.membership[:, j].astype(np.float32)
         return df
+
+    @classmethod
+    def concat(cls, parts: list["ClusterPrediction"]) -> "ClusterPrediction":
+        if not parts:
+            empty_i, empty_f = np.empty(0, np.int32), np.empty(0, np.float32)
+            return cls(empty_i, empty_i, empty_f, np.empty(0, bool), empty_f)
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("labels", "subsegments", "membership_strength", "is_core", "outlier_score")))
 
 
 RESOLUTION = 1e-3  # relative to the data scale; distances below this carry no meaning

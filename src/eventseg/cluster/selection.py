@@ -1,6 +1,7 @@
-"""Automatic choice of min_cluster_size / min_samples (and, for a requested range of segment
-counts, the selection method): a small sweep over the fit sample, scored by relative validity,
-with a noise ceiling and a minimum segment size. The sweep table is written as SWEEP_FILE."""
+"""Automatic choice of HDBSCAN's min_cluster_size / min_samples for the dense groups (the
+micro-segments' cores): a small sweep over the fit sample, scored by relative validity, with a
+ceiling on the share outside every core and a minimum group size. The sweep table is written as
+SWEEP_FILE. The number of broad segments is chosen separately (broad.py)."""
 
 from __future__ import annotations
 
@@ -74,32 +75,11 @@ def _choose_params(sc: SegmentClusterer, Z: np.ndarray, memory):
                         "relative_validity": rv, "seconds": round(time.perf_counter() - t, 3),
                     })
 
-    def unmet() -> bool:
-        table = pd.DataFrame(rows)
-        return not (_in_range(sc, table) & _acceptable(sc, table, floor)).any()
-
-    method = sc.cluster_selection_method
-    run([method], mcs_grid)
-    if sc.n_segments and sc.min_cluster_size is None and unmet():
-        # fewer, larger segments wanted: larger min_cluster_size (the trees are cached, so this is cheap)
-        lo = sc.n_segments[0]
-        bigger, m = [], max(mcs_grid) * 2
-        while m <= n_fit // max(lo, 2):
-            bigger.append(m)
-            m *= 2
-        if bigger:
-            log.info("no swept setting gives %s segments: trying min_cluster_size %s", sc.n_segments, bigger)
-            run([method], bigger)
-    if sc.n_segments and unmet():
-        # more, finer segments wanted: the other selection method over the same grid
-        other = [m for m in SELECTION_METHODS if m != method]
-        log.info("no %s setting gives %s segments: also trying %s selection", method, sc.n_segments, other)
-        run(other, mcs_grid)
+    run([sc.cluster_selection_method], mcs_grid)
     table = pd.DataFrame(rows)
-    table["in_range"] = _in_range(sc, table)
-    table["acceptable"] = _acceptable(sc, table, floor) & table["in_range"]
+    table["acceptable"] = _acceptable(sc, table, floor)
     ok = table[table["acceptable"]]
-    selection = {"status": "ok", "message": None, "n_segments": list(sc.n_segments) if sc.n_segments else None}
+    selection = {"status": "ok", "message": None}
     if len(table) == 1 and sc.min_cluster_size is not None and sc.min_samples is not None:
         best = table.index[0]
         selection["status"] = "given"
@@ -111,18 +91,16 @@ def _choose_params(sc: SegmentClusterer, Z: np.ndarray, memory):
                                   ascending=[False, True, False, False], kind="stable").index[0]
     else:
         t = table.copy()
-        lo, hi = sc.n_segments or (2, 10**9)
-        t["distance"] = np.maximum(lo - t["n_clusters"], 0) + np.maximum(t["n_clusters"] - hi, 0)
+        t["distance"] = np.maximum(2 - t["n_clusters"], 0)
         t["excess_noise"] = np.maximum(t["noise_share"] - sc.max_noise_share, 0)
         t["rv"] = t["relative_validity"].fillna(-np.inf)
         best = t.sort_values(["distance", "excess_noise", "rv", "min_cluster_size"],
                              ascending=[True, True, False, False], kind="stable").index[0]
         row = table.loc[best]
-        wanted = f"{lo} to {hi} segments" if sc.n_segments else "at least 2 segments"
-        msg = (f"no swept setting gives {wanted} with at most {sc.max_noise_share:.0%} noise and segments of at "
-               f"least {floor} customers; using the closest: min_cluster_size={int(row.min_cluster_size)}, "
-               f"min_samples={int(row.min_samples)} ({int(row.n_clusters)} segments, {row.noise_share:.1%} noise). "
-               f"See {SWEEP_FILE}.")
+        msg = (f"no swept setting gives at least 2 dense groups with at most {sc.max_noise_share:.0%} of customers "
+               f"outside them and groups of at least {floor} customers; using the closest: min_cluster_size="
+               f"{int(row.min_cluster_size)}, min_samples={int(row.min_samples)} ({int(row.n_clusters)} groups, "
+               f"{row.noise_share:.1%} outside; those customers still join their nearest group). See {SWEEP_FILE}.")
         warnings.warn(msg, stacklevel=3)
         selection.update(status="fallback", message=msg)
     table["chosen"] = table.index == best
@@ -130,13 +108,6 @@ def _choose_params(sc: SegmentClusterer, Z: np.ndarray, memory):
     return int(row.min_cluster_size), int(row.min_samples), str(row.cluster_selection_method), table, selection
 
 
-def _in_range(sc: SegmentClusterer, table: pd.DataFrame) -> pd.Series:
-    if not sc.n_segments:
-        return pd.Series(True, index=table.index)
-    lo, hi = sc.n_segments
-    return table["n_clusters"].between(lo, hi)
-
-
 def _acceptable(sc: SegmentClusterer, table: pd.DataFrame, floor: int) -> pd.Series:
     """At least 2 segments, noise within the ceiling, every segment at least `floor` customers."""
-    return (table["n_clusters"] >= 2) & (table["noise_share"] <= sc.max_noise_share) & (table["smallest_size"] >= floor)
+    return (table["n_clusters"] >= 2) & (table["noise_share"] <= float(sc.max_noise_share)) & (table["smallest_size"] >= floor)
