@@ -80,7 +80,9 @@ def profile_segments(customers: pd.DataFrame, features: pd.DataFrame, monetary: 
     size, share, mean propensity and lift (95% CI) per label, measured behaviour and a name.
 
     `features` (aggregate features indexed by customer id) give the behaviour as medians
-    (`visits_per_month`, `basket` = spend per active day, `recency_days`, `tenure_days`) and
+    (`visits_per_month`, `recency_days`, `tenure_days`; `basket` = the segment's spend over its
+    active days, a ratio of totals because most visits of browsing customers spend nothing and
+    a median per customer would read $0) and
     relative to all customers (`<x>_vs_all`), and the category / channel / country / time
     shares the segment over-indexes on. Without a `monetary` column the basket is NaN.
     """
@@ -88,13 +90,14 @@ def profile_segments(customers: pd.DataFrame, features: pd.DataFrame, monetary: 
     active = feats["active_days"].to_numpy()
     behaviour = pd.DataFrame({
         "visits_per_month": 30.0 * active / np.maximum(feats["tenure_days"].to_numpy(), 30.0),
-        "basket": feats[monetary].to_numpy() / active if monetary else np.nan,
         "recency_days": feats["recency_days"].to_numpy(),
         "tenure_days": feats["tenure_days"].to_numpy(),
     })
     shares = feats[[c for c in feats.columns if c.startswith("share_") and not c.endswith(OTHER)]].reset_index(drop=True)
     labels = [c[2:] for c in customers.columns if c.startswith("p_")]
+    spend = feats[monetary].to_numpy(dtype=np.float64) if monetary else None
     overall_behaviour, overall_shares = behaviour.median(), shares.mean()
+    overall_behaviour["basket"] = _per_visit(spend, active)
     overall_p = {lab: customers[f"p_{lab}"].mean() for lab in labels}
     purchase = next((lab for lab in labels if lab.startswith("purchase")), None)
 
@@ -109,6 +112,7 @@ def profile_segments(customers: pd.DataFrame, features: pd.DataFrame, monetary: 
         row.update(_propensity(customers.loc[hit], labels, overall_p))
         for col in behaviour.columns:
             row[col] = float(behaviour.loc[hit, col].median())
+        row["basket"] = _per_visit(None if spend is None else spend[hit], active[hit])
         for short, col in RATIO_OF.items():
             row[f"{short}_vs_all"] = _ratio(row[col], overall_behaviour[col])
         mean_shares = shares.loc[hit].mean()
@@ -177,6 +181,14 @@ def _behaviour_words(row: dict, currency: str) -> list[str]:
     if np.isfinite(row["basket"]):
         parts.append(f"{_money(row['basket'], currency)} per visit")
     return parts
+
+
+def _per_visit(spend: np.ndarray | None, active: np.ndarray) -> float:
+    """Total spend over total active days (NaN without an amount column)."""
+    if spend is None:
+        return float("nan")
+    days = float(np.nansum(active))
+    return float(np.nansum(spend) / days) if days > 0 else float("nan")
 
 
 def _money(amount: float, currency: str) -> str:
