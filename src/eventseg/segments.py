@@ -173,7 +173,8 @@ def _behaviour_words(row: dict, currency: str) -> list[str]:
     """e.g. ["Lapsing occasional small-basket buyers", "0.4 visits/month", "$12 per visit"]."""
     lapsing = row["recency_vs_all"] >= LAPSING_RECENCY
     new = row["tenure_vs_all"] <= NEW_TENURE
-    cadence = next((word for floor, word in CADENCE if row["visits_per_month"] >= floor), "occasional")
+    shown = round(row["visits_per_month"], 1)  # the word agrees with the number printed beside it
+    cadence = next((word for floor, word in CADENCE if shown >= floor), "occasional")
     value = "big-basket" if row["basket_vs_all"] >= BIG_BASKET else "small-basket" if row["basket_vs_all"] <= SMALL_BASKET else ""
     noun = "customers" if new else "regulars" if cadence in ("weekly", "fortnightly") and not lapsing else "buyers"
     phrase = " ".join(w for w in ("lapsing" if lapsing else "", "new" if new else "", cadence, value, noun) if w)
