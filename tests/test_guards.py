@@ -368,7 +368,7 @@ def test_write_json_failing_midway_keeps_the_old_file(tmp_path, writes_fail_midw
 
 
 def test_report_failing_midway_keeps_the_old_report(tmp_path, writes_fail_midway, monkeypatch):
-    from eventseg.report import build_report
+    from eventseg.report import ReportInputs, build_report
     from eventseg.segments import build_customers, profile_segments
     from test_segments import _inputs
 
@@ -376,20 +376,20 @@ def test_report_failing_midway_keeps_the_old_report(tmp_path, writes_fail_midway
     customers = build_customers(clusters, scores)
     segments = profile_segments(customers, features, "amount_sum")
     matrix = np.random.default_rng(0).normal(size=(len(customers), 4))
+    inputs = ReportInputs(segments=segments, customers=customers, ids=customers["customer_id"].to_numpy(), matrix=matrix,
+                          cluster_metrics={"noise_share": 0.1})
     path = tmp_path / "report.html"
     old = "<!doctype html><html><body>the previous report</body></html>"
     path.write_text(old, encoding="utf-8")
 
     writes_fail_midway()
     with pytest.raises(OSError, match="No space left"):
-        build_report(path, ids=customers["customer_id"].to_numpy(), matrix=matrix, customers=customers,
-                     segments=segments, cluster_metrics={"noise_share": 0.1})
+        build_report(path, inputs)
     monkeypatch.undo()
     assert path.read_text(encoding="utf-8") == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
-    build_report(path, ids=customers["customer_id"].to_numpy(), matrix=matrix, customers=customers,
-                 segments=segments, cluster_metrics={"noise_share": 0.1})
+    build_report(path, inputs)
     assert "chart-map" in path.read_text(encoding="utf-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 

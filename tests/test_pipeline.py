@@ -10,7 +10,7 @@ import pytest
 
 from test_train import ROOT, tiny_overrides
 
-STAGES = ("prepare", "train", "embed", "cluster", "propensity", "segments", "report")
+STAGES = ("prepare", "train", "embed", "propensity", "cluster", "segments", "metrics", "report")
 
 
 @pytest.mark.slow
@@ -38,6 +38,14 @@ def test_pipeline_runs_skips_and_forces(tmp_path, tiny_events):
     assert (out / "segments.csv").exists() and (out / "report.html").exists()
     metrics = json.loads((out / "propensity_metrics.json").read_text())
     assert {"heads", "rfm_logistic", "aggregate_hgb"} <= set(metrics["test"]["purchase_within_30d"])
+    broad = segments[(segments["level"] == "broad") & (segments["segment"] >= 0)]
+    assert broad["action"].str.len().gt(0).all() and broad["rule"].notna().all()
+    test_ids = pd.read_parquet(out / "propensity_scores.parquet").query("split == 'test'")["customer_id"]
+    assert broad["observed_n"].sum() <= len(test_ids)  # observed outcomes of held-out customers only
+    summary = json.loads((out / "metrics.json").read_text())  # the run in one file
+    assert summary["data"]["customers"] == n_customers
+    assert summary["segments"]["n_broad"] == customers.loc[customers["segment"] >= 0, "segment"].nunique()
+    assert summary["propensity"]["purchase_within_30d"]["verdict"] in summary["verdict"]
 
     second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]

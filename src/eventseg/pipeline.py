@@ -10,7 +10,6 @@ once per job, and only when a stage needs them.
 
 from __future__ import annotations
 
-import json
 import shutil
 from functools import cached_property
 from pathlib import Path
@@ -38,9 +37,10 @@ from eventseg.hybrid import HYBRID_FILE, REPRESENTATIONS, HybridFeatures
 from eventseg.prepare import PreparedData, prepare_from_config
 from eventseg.predict import evaluate_propensity, verdict_lines
 from eventseg.predict.persistence import MODEL_FORMAT
-from eventseg.predict.selection import BASELINES
-from eventseg.report import build_report
+from eventseg.report import ReportInputs, build_report
 from eventseg.runs import MANIFEST, RunLock, mark_running, write_manifest
+from eventseg.run_summary import run_summary
+from eventseg.segment_insights import segment_insights
 from eventseg.segment_quality import segment_predictiveness
 from eventseg.segments import attach_names, build_customers, profile_segments
 from eventseg.model_index import record_trained_model, reuse_trained_model
@@ -91,7 +91,7 @@ class PipelineRun:
         self.paths = {name: self.out / name for name in (
             "prepared", "train_metrics.json", "embeddings.parquet", "clusters.parquet", "cluster_metrics.json",
             "propensity_metrics.json", "propensity_scores.parquet", "customers.parquet", "segments.parquet",
-            "segment_metrics.json", "report.html",
+            "segment_metrics.json", "metrics.json", "report.html",
         )}  # fmt: skip
         self.paths["aggregates"] = self.out / AGGREGATES_FILE
         self.paths["features"] = (self.out / "representation.parquet" if self.representation == "hybrid"
@@ -182,9 +182,15 @@ class PipelineRun:
                             inputs=[p["clusters.parquet"], *scored, p["aggregates"]],
                             outputs=[p["customers.parquet"], p["segments.parquet"], self.out / "segments.csv",
                                      *([p["segment_metrics.json"]] if self.has_labels else [])]))
+        stages.append(Stage("metrics", self.metrics_stage,
+                            config={"labels": self.has_labels, "representation": self.representation},
+                            inputs=[p["train_metrics.json"], p["cluster_metrics.json"], p["prepared"] / "prepare_report.json",
+                                    *([p["propensity_metrics.json"], p["segment_metrics.json"]] if self.has_labels else [])],
+                            outputs=[p["metrics.json"]]))
         stages.append(Stage("report", self.report_stage,
                             config={"labels": self.has_labels, "representation": self.representation},
-                            inputs=[p["features"], p["customers.parquet"], p["segments.parquet"], p["cluster_metrics.json"], *scored],
+                            inputs=[p["features"], p["customers.parquet"], p["segments.parquet"], p["cluster_metrics.json"],
+                                    p["metrics.json"], *scored],
                             outputs=[p["report.html"]]))
         return stages
 
@@ -270,6 +276,13 @@ class PipelineRun:
         monetary = f"{self.schema.amount_col}_sum" if self.schema.amount_col else None
         segments = profile_segments(customers, features, monetary)
         customers = attach_names(customers, segments)
+        outcomes, eval_ids = None, None
+        if self.has_labels:  # observed outcomes of held-out customers, beside the predicted ones
+            observed = all_scores.set_index(OUTPUT_ID)
+            outcomes = observed[[c for c in observed.columns if c.startswith("y__")]].rename(columns=lambda c: c[3:])
+            eval_ids = observed.index[observed["split"] == "test"]
+        segments = segment_insights(customers, segments, features, outcomes=outcomes, eval_ids=eval_ids,
+                                    seed=int(self.cfg.data.split.seed), monetary=monetary)
         write_parquet(customers, p["customers.parquet"])
         write_sidecar(p["customers.parquet"], rows=len(customers))
         write_parquet(segments, p["segments.parquet"])
@@ -296,32 +309,16 @@ class PipelineRun:
             print(f"[segments] {label}: eta^2 by broad segment {_fmt(eta['eventseg'])} vs RFM k-means "
                   f"{_fmt(eta['rfm_kmeans'])} (limit, propensity tiers: {_fmt(eta['limit'])}); {r['verdict']}")
 
+    def metrics_stage(self) -> None:
+        """metrics.json: the run in one summary (data, training, heads vs RFM, segments)."""
+        horizon = int(self.labels_cfg["horizon_days"]) if self.has_labels else None
+        write_json(run_summary(self.out, data_name=str(self.cfg.data.name), objective=str(self.cfg.objective.name),
+                               representation=self.representation, horizon_days=horizon), self.paths["metrics.json"])
+
     def report_stage(self) -> None:
-        p = self.paths
-        ids, matrix = load_embeddings(p["features"])
-        customers = pd.read_parquet(p["customers.parquet"])
-        segments = pd.read_parquet(p["segments.parquet"])
-        propensity = None
-        if self.has_labels:
-            scores = pd.read_parquet(p["propensity_scores.parquet"])
-            metrics = json.loads(p["propensity_metrics.json"].read_text())
-            labels = [lab for lab in metrics["labels"]["binary"] if f"y__{lab}" in scores.columns]
-            chosen = {lab: o["selected"] for lab, o in metrics["outcomes"].items() if o["kind"] == "binary" or o["published"]}
-            test = scores[scores["split"] == "test"]
-            predictions = {}
-            for lab in labels:
-                known = test[f"y__{lab}"].notna()
-                shown = [m for m in dict.fromkeys([chosen[lab], "heads", *BASELINES]) if f"{m}__p_{lab}" in test.columns]
-                predictions[lab] = {"y": test.loc[known, f"y__{lab}"].to_numpy(),
-                                    "scores": {m + (" (published)" if m == chosen[lab] else ""): test.loc[known, f"{m}__p_{lab}"].to_numpy()
-                                               for m in shown}}
-            rows = [{"label": lab, "model": model + (" (published)" if chosen.get(lab) == model else ""),
-                     **{k: v for k, v in m.items() if isinstance(v, (int, float)) or v is None}}
-                    for lab, per_model in metrics["test"].items() for model, m in per_model.items()]
-            propensity = {"labels": labels, "metrics": pd.DataFrame(rows), "predictions": predictions}
-        build_report(p["report.html"], ids=np.asarray(ids), matrix=matrix, customers=customers, segments=segments,
-                     cluster_metrics=json.loads(p["cluster_metrics.json"].read_text()), propensity=propensity,
-                     title=f"eventseg · {self.cfg.data.name}", representation=self.representation)
+        """report.html from this run folder's files (eventseg.report)."""
+        inputs = ReportInputs.from_run(self.out, title=f"eventseg · {self.cfg.data.name}", representation=self.representation)
+        build_report(self.paths["report.html"], inputs)
 
     def remove_stale(self) -> None:
         """Files of a representation this run no longer uses: scoring must not pick them up."""
