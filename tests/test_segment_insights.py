@@ -242,6 +242,7 @@ def _profiles():
         "lapsing, small": {"recency_vs_all": 2.5, "basket_vs_all": 0.6},
         "recent buyers": {"recency_vs_all": 0.5, "lift_purchase_within_30d": 1.5},
         "average": {"lift_purchase_within_30d": 1.2},
+        "big basket, steady": {"basket_vs_all": 2.2},
     }
     rows = [{**base, "segment": i, **change} for i, change in enumerate(planted.values())]
     return pd.DataFrame(rows, index=list(planted))
@@ -259,6 +260,7 @@ def test_each_action_branch_fires_on_its_planted_profile():
     assert actions["recent buyers"].startswith("cross-sell / upsell: already buying (")
     assert "purchase propensity x1.5" in actions["recent buyers"]
     assert actions["average"].startswith("nurture with regular newsletters")
+    assert actions["big basket, steady"].startswith("loyalty / VIP programme: high value, not at risk (basket x2.2")
 
 
 def test_observed_lift_stands_in_for_a_missing_prediction():
@@ -269,7 +271,7 @@ def test_observed_lift_stands_in_for_a_missing_prediction():
     assert action.startswith("retention offer: high value at risk") and "observed churn risk x1.6" in action
     # labels are read by name: without any churn label a big basket alone is no risk
     assert suggest_actions(_profiles().drop(columns=["mean_p_churn_90d", "lift_churn_90d"]))[
-        "big basket, churn risk"].startswith("nurture")
+        "big basket, churn risk"].startswith("loyalty / VIP programme")
 
 
 # ---------------------------------------------------------------------------------------------

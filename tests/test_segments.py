@@ -126,7 +126,9 @@ def test_names_carry_the_measured_numbers():
         assert f"· {expected:.1f} visits/month" in broad.loc[seg, "name"]
         assert np.isclose(broad.loc[seg, "visits_per_month"], expected)
     assert broad.loc[0, "name"].startswith("Weekly regulars · ")
-    assert broad.loc[1, "name"].startswith("Lapsing occasional small-basket buyers · ")
+    status = "Dormant" if broad.loc[1, "recency_vs_all"] >= 3 else "Lapsing"  # 3x / 1.5x the median recency
+    assert broad.loc[1, "recency_vs_all"] >= 1.5
+    assert broad.loc[1, "name"].startswith(f"{status} occasional small-basket buyers · ")
     assert re.search(r"· \$\d\d per visit", broad.loc[0, "name"])  # $10 and above: no decimals
     assert re.search(r"· \$4\.\d per visit", _rows(segments, "micro").loc[3, "name"])  # below $10 the decimals tell
     purchase = broad.loc[1, "mean_p_purchase_within_30d"]

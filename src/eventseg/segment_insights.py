@@ -374,7 +374,8 @@ def suggest_actions(segments: pd.DataFrame) -> pd.Series:
     outliers -> review individually; high value (basket or visits >= 1.5x) at risk (churn lift
     >= 1.25 or recency >= 1.5x) -> retention offer; new (tenure <= 0.5x) -> onboarding; at risk
     otherwise -> low-cost win-back or suppress; recent (recency <= 1x) and buying (purchase lift
-    >= 1.25) -> cross-sell / upsell; everything else -> nurture.
+    >= 1.25) -> cross-sell / upsell; high value, not at risk -> loyalty / VIP programme;
+    everything else -> nurture.
     """
     churn = _lift_columns(segments, "churn")
     purchase = _lift_columns(segments, "purchase")
@@ -417,6 +418,8 @@ def _action(row: pd.Series, churn: list, purchase: list) -> str:
     if ratio["recency"] <= RECENT and buy_lift >= RISK_LIFT:
         return (f"cross-sell / upsell: already buying (recency x{ratio['recency']:.1f}, "
                 f"{buy_how}purchase propensity x{buy_lift:.1f} vs all customers)")
+    if value:
+        return f"loyalty / VIP programme: high value, not at risk ({', '.join(value)} vs all customers)"
     return "nurture with regular newsletters (no strong value, risk or buying signal)"
 
 

@@ -26,7 +26,7 @@ Z95 = 1.96
 # Naming thresholds. Cadence is absolute (a marketer plans around weeks and months); the rest
 # is relative to the median customer, so "lapsing" means the same on any data set.
 CADENCE = ((3.5, "weekly"), (1.7, "fortnightly"), (0.7, "monthly"))  # visits a month, floor first
-LAPSING_RECENCY, NEW_TENURE = 1.5, 0.5
+LAPSING_RECENCY, DORMANT_RECENCY, NEW_TENURE = 1.5, 3.0, 0.5  # recency / tenure vs all customers
 BIG_BASKET, SMALL_BASKET = 1.5, 0.6
 SIMILAR_BEHAVIOUR = 0.25  # every behaviour ratio within ±25%: a share over-index may then name the segment
 NAMING_SHARE = 1.5  # the over-index a share needs to be a broad segment's name
@@ -177,7 +177,8 @@ def _behaviour_words(row: dict, currency: str) -> list[str]:
     cadence = next((word for floor, word in CADENCE if shown >= floor), "occasional")
     value = "big-basket" if row["basket_vs_all"] >= BIG_BASKET else "small-basket" if row["basket_vs_all"] <= SMALL_BASKET else ""
     noun = "customers" if new else "regulars" if cadence in ("weekly", "fortnightly") and not lapsing else "buyers"
-    phrase = " ".join(w for w in ("lapsing" if lapsing else "", "new" if new else "", cadence, value, noun) if w)
+    status = "dormant" if row["recency_vs_all"] >= DORMANT_RECENCY else "lapsing" if lapsing else ""
+    phrase = " ".join(w for w in (status, "new" if new else "", cadence, value, noun) if w)
     parts = [phrase[0].upper() + phrase[1:], f"{row['visits_per_month']:.1f} visits/month"]
     if np.isfinite(row["basket"]):
         parts.append(f"{_money(row['basket'], currency)} per visit")
