@@ -131,3 +131,20 @@ def test_cutoff_route_without_a_labels_file_runs_to_the_report(tmp_path, tiny_ev
     customers = pd.read_parquet(out / "customers.parquet")
     assert "p_purchase_within_30d" in customers.columns
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_cutoff_after_every_event_fails_in_one_line_before_training(tmp_path, tiny_events):
+    """data.cutoff after the last event leaves an empty label window: a one-line error naming the
+    last event, before any model is trained and without a half-written report."""
+    last = pd.read_parquet(tiny_events)["ts"].max()
+    cutoff = (last + pd.Timedelta(days=5)).strftime("%Y-%m-%d")
+    cmd = [sys.executable, str(ROOT / "scripts" / "pipeline.py"), *tiny_overrides(tmp_path, tiny_events),
+           "trainer.max_epochs=1", f"data.cutoff={cutoff}", "heads=logistic"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    error = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "no events after the cutoff" in error[0]
+    out = tmp_path / "run"
+    assert not list(out.glob("checkpoints/*.ckpt")) and not (out / "report.html").exists()

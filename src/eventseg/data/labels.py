@@ -100,20 +100,20 @@ def build_labels(
     - `spend_{H}d`: sum of `amount_col` over horizon purchases (when given).
     """
     if horizon_days <= 0:
-        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+        raise ConfigError(f"horizon_days must be positive, got {horizon_days}")
     flt = parse_purchase_filter(purchase_filter)
     if purchase_col is not None:
         if flt is not None:
-            raise ValueError("give purchase_filter or purchase_col/purchase_values, not both")
+            raise ConfigError("give purchase_filter or purchase_col/purchase_values, not both")
         if purchase_col not in df.columns:
-            raise ValueError(f"purchase column '{purchase_col}' is not in the events; available: {list(df.columns)}")
+            raise ConfigError(f"purchase column '{purchase_col}' is not in the events; available: {list(df.columns)}")
         flt = PurchaseFilter(purchase_col, tuple(str(v) for v in purchase_values))
     cutoff = pd.Timestamp(cutoff)
     end = cutoff + pd.Timedelta(days=horizon_days)
     ts = df[schema.time_col]
     history_ids = pd.Index(df.loc[ts < cutoff, schema.id_col].unique()).sort_values()
     if len(history_ids) == 0:
-        raise ValueError(f"no events before the cutoff {cutoff}: choose a later cutoff")
+        raise ConfigError(f"no events before the cutoff {cutoff}: choose a later cutoff")
     in_window = ((ts >= cutoff) & (ts < end)).to_numpy()
     window = df.loc[in_window]
     _check_window(ts, window, cutoff, end, horizon_days)
@@ -151,7 +151,7 @@ def _check_window(ts: pd.Series, window: pd.DataFrame, cutoff: pd.Timestamp, end
     last = ts.max()
     if len(window) == 0:
         where = "after the cutoff" if last < cutoff else f"in the label window [{cutoff}, {end})"
-        raise ValueError(
+        raise ConfigError(
             f"no events {where} (the last event is at {last}): labels would be constant "
             "(every customer churned); choose an earlier cutoff or add the later events"
         )
@@ -193,13 +193,13 @@ def align_to_ids(
     Ids in the table but not in `ids` are counted (`unmatched_rows`), not used.
     """
     if id_col not in table.columns:
-        raise ValueError(f"{what} table has no id column '{id_col}'; its columns: {list(table.columns)}")
+        raise ConfigError(f"{what} table has no id column '{id_col}'; its columns: {list(table.columns)}")
     table_ids = table[id_col]
     if table_ids.isna().any():
-        raise ValueError(f"{what} table: {int(table_ids.isna().sum())} row(s) with a null '{id_col}'")
+        raise ConfigError(f"{what} table: {int(table_ids.isna().sum())} row(s) with a null '{id_col}'")
     dupes = table_ids.duplicated()
     if dupes.any():
-        raise ValueError(
+        raise ConfigError(
             f"{what} table: {int(dupes.sum())} duplicate '{id_col}' value(s), e.g. {table_ids[dupes].iloc[0]!r}; "
             "expected one row per customer"
         )
@@ -207,7 +207,7 @@ def align_to_ids(
     pos = pd.Index(right).get_indexer(left)
     matched = pos >= 0
     if not matched.any():
-        raise ValueError(
+        raise ConfigError(
             f"no {what} id matches a customer id of the embeddings: embedding ids look like "
             f"{list(np.asarray(ids)[:3])} ({np.asarray(ids).dtype}), {what} ids like "
             f"{list(table_ids.iloc[:3])} ({table_ids.dtype})"
