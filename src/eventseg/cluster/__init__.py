@@ -22,6 +22,7 @@ Submodules:
 - `broad`: the outcome space and the broad level (k-means, count by stability, merges).
 - `hierarchy`: the micro level (broad × dense group).
 - `quality`: silhouette, dense-group stability, the metrics summary.
+- `params`: the settings checks and the arguments read from config.
 - `estimator`: SegmentClusterer (scikit-learn estimator contract).
 - `persistence`: save / load (NPZ arrays + JSON + skops against an allowlist, header with
   format and library versions); `hdbscan_state`: the fitted HDBSCAN as checked arrays and back;

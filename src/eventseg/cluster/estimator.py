@@ -20,13 +20,13 @@ from sklearn.base import BaseEstimator, ClusterMixin
 
 from eventseg.cluster.broad import BroadLevel, OutcomeSpace
 from eventseg.cluster.hierarchy import MicroLevel
-from eventseg.cluster.inputs import ClusterConfigError, ClusterInputError, _parse_range, check_embeddings
+from eventseg.cluster.inputs import ClusterInputError, _parse_range, check_embeddings
+from eventseg.cluster.params import check_params, config_kwargs
 from eventseg.cluster.persistence import _load, _save
 from eventseg.cluster.placement import NOISE, ClusterPrediction, _Placer, _resolution_floor
 from eventseg.cluster.quality import _metrics, _silhouette, _stability
 from eventseg.cluster.reducers import _make_scaler, make_reducer
-from eventseg.cluster.selection import DEFAULT_SWEEP_MIN_SAMPLES, DEFAULT_SWEEP_SHARES, SELECTION_METHODS, _choose_params
-from eventseg.config import plain
+from eventseg.cluster.selection import DEFAULT_SWEEP_MIN_SAMPLES, DEFAULT_SWEEP_SHARES, _choose_params
 from eventseg.data.schema import OUTPUT_ID
 
 log = logging.getLogger(__name__)
@@ -108,44 +108,8 @@ class SegmentClusterer(ClusterMixin, BaseEstimator):
 
     def check_params(self) -> "SegmentClusterer":
         """ClusterConfigError naming a bad setting; called by fit and by from_config, so a pipeline
-        fails on a bad cluster setting before it trains anything."""
-        for name in ("min_segment_share", "min_segment_size", "max_noise_share", "max_segment_share", "min_ari",
-                     "outlier_share", "outlier_threshold", "min_cluster_size", "min_samples", "fit_sample_size",
-                     "n_resamples", "dense_resamples", "resample_share", "unstable_jaccard", "silhouette_sample_size", "chunk_size",
-                     "n_jobs", "seed", "n_components"):
-            v = getattr(self, name)
-            try:
-                v is None or float(v)
-            except (TypeError, ValueError):
-                raise ClusterConfigError(f"{name} must be a number, got {v!r}") from None
-        for name, lo in (("n_resamples", 0), ("dense_resamples", 0), ("chunk_size", 1), ("silhouette_sample_size", 2), ("seed", 0)):
-            if int(getattr(self, name)) < lo:
-                raise ClusterConfigError(f"{name} must be an int >= {lo}, got {getattr(self, name)}")
-        if not 0 <= float(self.unstable_jaccard) <= 1:
-            raise ClusterConfigError(f"unstable_jaccard must be in [0, 1], got {self.unstable_jaccard}")
-        for name, given in (("sweep_min_samples", self.min_samples), ("sweep_min_cluster_size_shares", self.min_cluster_size)):
-            if given is None and not list(getattr(self, name) or ()):
-                raise ClusterConfigError(f"{name} is empty: give at least one value to sweep (or set "
-                                         f"{name.replace('sweep_', '').replace('_shares', '')})")
-        if self.cluster_selection_method not in SELECTION_METHODS:
-            raise ClusterConfigError(f"cluster_selection_method must be one of {SELECTION_METHODS}, "
-                                     f"got {self.cluster_selection_method!r}")
-        for name, lo, hi, closed in (("min_segment_share", 0, 0.5, False), ("max_noise_share", 0, 1, True),
-                                     ("resample_share", 0, 1, False), ("max_segment_share", 0, 1, True),
-                                     ("min_ari", 0, 1, True), ("outlier_share", 0, 0.5, True)):
-            v = float(getattr(self, name))
-            if not (lo < v <= hi if closed else lo < v < hi) and not (name == "outlier_share" and v == 0):
-                raise ClusterConfigError(f"{name} must be in ({lo}, {hi}{']' if closed else ')'}, got {v}")
-        if self.outlier_threshold is not None and not 0 <= float(self.outlier_threshold) <= 1:
-            raise ClusterConfigError(f"outlier_threshold must be in [0, 1] or null, got {self.outlier_threshold}")
-        if self.min_samples is not None and int(self.min_samples) < 1:
-            raise ClusterConfigError(f"min_samples must be >= 1, got {self.min_samples}")
-        mcs = self.min_cluster_size
-        if mcs is not None and not (0 < float(mcs) < 1 or int(mcs) >= 2):
-            raise ClusterConfigError(f"min_cluster_size must be an int >= 2 or a share in (0, 1), got {mcs}")
-        if self.fit_sample_size is not None and int(self.fit_sample_size) < 100:
-            raise ClusterConfigError(f"fit_sample_size must be >= 100 (or null for all customers), got {self.fit_sample_size}")
-        _parse_range(self.n_segments)
+        fails on a bad cluster setting before it trains anything (cluster/params.py)."""
+        check_params(self)
         return self
 
     @property
@@ -157,38 +121,7 @@ class SegmentClusterer(ClusterMixin, BaseEstimator):
     @classmethod
     def from_config(cls, cfg) -> "SegmentClusterer":
         """From a `cluster` config group (configs/cluster/default.yaml), checked."""
-        c = dict(plain(cfg) or {})
-        sweep = c.get("sweep") or {}
-        stab = c.get("stability") or {}
-        flat = {"reducer", "n_components", "scaler", "min_cluster_size", "min_samples", "cluster_selection_method",
-                "min_segment_share", "min_segment_size", "max_noise_share", "n_segments", "max_segment_share",
-                "outlier_share", "outlier_threshold", "fit_sample_size", "silhouette_sample_size", "chunk_size",
-                "n_jobs", "seed"}
-        known = flat | {"umap", "sweep", "stability"}
-        unknown = sorted(set(c) - known)
-        if unknown:
-            raise ClusterConfigError(f"unknown cluster setting(s) {unknown}; known: {sorted(known)}")
-        for group, keys in (("sweep", {"min_cluster_size_shares", "min_samples"}),
-                            ("stability", {"n_resamples", "dense_resamples", "sample_share", "unstable_jaccard",
-                                           "min_ari"})):
-            extra = sorted(set(c.get(group) or {}) - keys)
-            if extra:
-                raise ClusterConfigError(f"unknown cluster.{group} setting(s) {extra}; known: {sorted(keys)}")
-        nullable = {"min_cluster_size", "min_samples", "fit_sample_size", "outlier_threshold"}  # null is meaningful
-        kw = {k: c[k] for k in flat if k in c and (c[k] is not None or k in nullable)}
-        for key, arg in (("min_cluster_size_shares", "sweep_min_cluster_size_shares"), ("min_samples", "sweep_min_samples")):
-            if sweep.get(key):
-                kw[arg] = tuple(sweep[key])
-        for key, arg in (("n_resamples", "n_resamples"), ("dense_resamples", "dense_resamples"),
-                         ("sample_share", "resample_share"),
-                         ("unstable_jaccard", "unstable_jaccard"), ("min_ari", "min_ari")):
-            if stab.get(key) is not None:
-                kw[arg] = stab[key]
-        if isinstance(kw.get("n_segments"), list):
-            kw["n_segments"] = tuple(kw["n_segments"])
-        if c.get("umap"):
-            kw["umap_kwargs"] = c["umap"]
-        return cls(**kw).check_params()
+        return cls(**config_kwargs(cfg)).check_params()
 
     # ---- fitted facts -----------------------------------------------------------------
 
