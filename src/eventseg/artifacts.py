@@ -42,6 +42,12 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def read_json_if_exists(path: str | os.PathLike) -> Any:
+    """A stage's JSON output, or None when the stage did not run (e.g. no labels)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write JSON atomically (sorted keys, so equal content gives equal bytes)."""
     with atomic_path(path) as tmp:

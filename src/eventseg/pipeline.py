@@ -267,21 +267,18 @@ class PipelineRun:
     def segments_stage(self) -> None:
         p = self.paths
         clusters = pd.read_parquet(p["clusters.parquet"])
-        scores = None
-        if self.has_labels:
-            all_scores = pd.read_parquet(p["propensity_scores.parquet"])
-            scores = all_scores[[OUTPUT_ID] + [c for c in all_scores.columns if c.startswith(("p_", "pred_"))]]
+        observed = None
+        if self.has_labels:  # one read: published scores, observed outcomes (y__*) and split per customer
+            observed = pd.read_parquet(p["propensity_scores.parquet"]).set_index(OUTPUT_ID)
+        published = None if observed is None else observed.filter(regex=r"^(p|pred)_").reset_index()
         _, features = self.aggregates
-        customers = build_customers(clusters, scores)
+        customers = build_customers(clusters, published)
         monetary = f"{self.schema.amount_col}_sum" if self.schema.amount_col else None
         segments = profile_segments(customers, features, monetary)
         customers = attach_names(customers, segments)
-        outcomes, eval_ids = None, None
-        if self.has_labels:  # observed outcomes of held-out customers, beside the predicted ones
-            observed = all_scores.set_index(OUTPUT_ID)
-            outcomes = observed[[c for c in observed.columns if c.startswith("y__")]].rename(columns=lambda c: c[3:])
-            eval_ids = observed.index[observed["split"] == "test"]
-        segments = segment_insights(customers, segments, features, outcomes=outcomes, eval_ids=eval_ids,
+        outcomes = None if observed is None else observed.filter(regex=r"^y__").rename(columns=lambda c: c[3:])
+        test_ids = None if observed is None else observed.index[observed["split"] == "test"]
+        segments = segment_insights(customers, segments, features, outcomes=outcomes, eval_ids=test_ids,
                                     seed=int(self.cfg.data.split.seed), monetary=monetary)
         write_parquet(customers, p["customers.parquet"])
         write_sidecar(p["customers.parquet"], rows=len(customers))
@@ -289,20 +286,18 @@ class PipelineRun:
         write_sidecar(p["segments.parquet"], rows=len(segments))
         with atomic_path(self.out / "segments.csv") as tmp:
             segments.to_csv(tmp, index=False)
-        if self.has_labels:
-            self.write_segment_predictiveness(customers, all_scores)
+        if observed is not None:
+            self.write_segment_predictiveness(customers, outcomes, published.set_index(OUTPUT_ID),
+                                              fit_ids=observed.index[observed["split"] == "train"], eval_ids=test_ids)
 
-    def write_segment_predictiveness(self, customers: pd.DataFrame, scores: pd.DataFrame) -> None:
+    def write_segment_predictiveness(self, customers: pd.DataFrame, outcomes: pd.DataFrame, propensity: pd.DataFrame,
+                                     *, fit_ids, eval_ids) -> None:
         """η² of each observed outcome by broad segment on test customers, against RFM k-means with
         as many groups and against tiers of the published propensity (segment_metrics.json)."""
         _, features = self.aggregates
-        observed = scores.set_index(OUTPUT_ID)
-        outcomes = observed[[c for c in observed.columns if c.startswith("y__")]].rename(columns=lambda c: c[3:])
-        propensity = observed[[c for c in observed.columns if c.startswith(("p_", "pred_"))]]
         result = segment_predictiveness(
             customers.set_index(OUTPUT_ID)["segment"], outcomes, rfm_from_aggregates(features, self.schema),
-            fit_ids=observed.index[observed["split"] == "train"], eval_ids=observed.index[observed["split"] == "test"],
-            propensity=propensity, seed=int(self.cfg.data.split.seed))
+            fit_ids=fit_ids, eval_ids=eval_ids, propensity=propensity, seed=int(self.cfg.data.split.seed))
         write_json({"measured_on": "test customers", "outcomes": result}, self.paths["segment_metrics.json"])
         for label, r in result.items():
             eta = r["eta2"]

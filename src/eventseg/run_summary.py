@@ -4,17 +4,13 @@ against its constant guess, the published heads against RFM with intervals, and 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from eventseg import __version__
+from eventseg.artifacts import read_json_if_exists as _read
 
 METRICS_FILE = "metrics.json"
-
-
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _data_facts(run: Path, name: str, horizon_days: int | None) -> dict:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from eventseg.data.encoders import signed_log1p
+from eventseg.predict.evaluate import _num
 from eventseg.predict.metrics import percentile_interval
 
 RFM_COLUMNS = ("recency", "frequency", "monetary", "tenure")
@@ -107,15 +108,10 @@ def _bootstrap_eta2(codes: Mapping[str, np.ndarray], y: np.ndarray, n_boot: int,
     return out
 
 
-def _signed(x: float) -> str:
-    """+0.041 / −0.041 with a true minus, as the propensity verdicts write numbers."""
-    return f"{x:+.3f}".replace("-", "\u2212")
-
-
 def _verdict(reference: str, diff: float, lo: float | None, hi: float | None) -> str:
     if lo is None or hi is None:
         return f"not comparable with {reference}: no bootstrap interval"
-    text = f"({_signed(diff)} [{_signed(lo)}, {_signed(hi)}])"
+    text = f"({_num(diff, True)} [{_num(lo, True)}, {_num(hi, True)}])"  # as the propensity verdicts
     if lo > _TIE:
         return f"explains more than {reference} {text}"
     if hi < -_TIE:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from eventseg.cluster.inputs import ClusterInputError
 from eventseg.data.encoders import signed_log1p
+from eventseg.predict.calibration import logit
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,7 @@ class OutcomeSpace:
                 raise ClusterInputError(f"outcome column {c} has {int((~np.isfinite(v)).sum())} missing or "
                                         "non-finite value(s): every customer needs a score")
             if c.startswith("p_"):
-                v = np.clip(v, LOGIT_CLIP, 1 - LOGIT_CLIP)
-                v = np.log(v / (1 - v))
+                v = logit(np.clip(v, LOGIT_CLIP, 1 - LOGIT_CLIP))
             else:
                 v = signed_log1p(v)
             parts.append(v)
@@ -78,8 +78,10 @@ def _kmeans(S: np.ndarray, k: int, seed: int):
 
 
 def _nearest(S: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    d = (S * S).sum(1)[:, None] - 2 * S @ centers.T + (centers * centers).sum(1)[None, :]
-    return d.argmin(axis=1)
+    """Index of each row's nearest centre (chunked by scikit-learn, so 1M rows stay small)."""
+    from sklearn.metrics import pairwise_distances_argmin
+
+    return pairwise_distances_argmin(S, centers)
 
 
 class BroadLevel:

@@ -7,14 +7,15 @@ page says what is missing instead of failing."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from eventseg.artifacts import read_json_if_exists as _read_json
 from eventseg.predict.selection import BASELINES
+from eventseg.run_summary import run_summary
 
 SUMMARY_FILE = "metrics.json"
 PUBLISHED = " (published)"  # appended to the published candidate's name in legends and tables
@@ -93,19 +94,11 @@ class ReportInputs:
         )
 
 
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def _summary(run: Path, representation: str) -> dict | None:
     """metrics.json; a run written before it existed gets the same summary built from its files."""
     summary = _read_json(run / SUMMARY_FILE)
     if summary is not None:
         return summary
-    try:
-        from eventseg.run_summary import run_summary
-    except ImportError:
-        return None
     return run_summary(run, data_name=None, objective=None, representation=representation, horizon_days=None)
 
 

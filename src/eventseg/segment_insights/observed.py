@@ -8,8 +8,8 @@ import pandas as pd
 
 from eventseg.data.schema import OUTPUT_ID
 from eventseg.segment_insights.common import _keyed, _levels
+from eventseg.segments import Z95
 
-Z95 = 1.96
 
 
 def observed_outcomes(customers: pd.DataFrame, outcomes: pd.DataFrame, eval_ids=None) -> pd.DataFrame:
