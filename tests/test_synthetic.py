@@ -1,4 +1,5 @@
-"""The synthetic generator: contract, built-in archetype signals, and labels that follow truth."""
+"""The synthetic generator: contract, built-in archetype signals, labels that follow truth, and the
+months after the cutoff (stationary continuation plus planted migrations)."""
 
 import json
 import subprocess
@@ -15,8 +16,10 @@ from eventseg.synthetic import (
     CATEGORIES,
     CHANNELS,
     EVENT_TYPES,
+    LOYAL,
     ORDER_ONLY_PAIR,
     generate_synthetic,
+    write_synthetic,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,6 +203,14 @@ def test_labels_follow_truth(data):
         (dict(horizon_days=0), "horizon_days"),
         (dict(days=40, horizon_days=30), "days"),
         (dict(start="not a date"), "start"),
+        (dict(months_after=-1), "months_after"),
+        (dict(months_after=1.5), "months_after"),
+        (dict(months_after="3"), "months_after"),
+        (dict(months_after=True), "months_after"),
+        (dict(migration_share=-0.1), "migration_share"),
+        (dict(migration_share=1.5), "migration_share"),
+        (dict(migration_share=float("nan")), "migration_share"),
+        (dict(migration_share="0.2"), "migration_share"),
     ],
 )
 def test_bad_params_raise(kwargs, name):
@@ -207,20 +218,186 @@ def test_bad_params_raise(kwargs, name):
         generate_synthetic(**kwargs)
 
 
-def test_script_writes_files(tmp_path):
+@pytest.mark.parametrize("months_after", [0, 4])
+def test_script_writes_files(tmp_path, months_after):
     out = tmp_path / "syn"
     res = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "make_synthetic.py"),
-         "n_customers=300", "seed=1", f"out_dir={out}"],
+         "n_customers=300", "seed=1", f"months_after={months_after}", f"out_dir={out}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "300 customers" in res.stdout
-    for name in ("events", "labels", "truth"):
+    names = ["events", "labels", "truth"] + (["events_full"] if months_after else [])
+    for name in names:
         df = pd.read_parquet(out / f"{name}.parquet")
         meta = json.loads((out / f"{name}.parquet.json").read_text())
         assert meta["rows"] == len(df) > 0
         assert meta["params"]["seed"] == 1 and meta["params"]["n_customers"] == 300
+        assert meta["params"]["months_after"] == months_after
         assert meta["cutoff"].startswith("2026-01-01")
     assert pd.read_parquet(out / "truth.parquet")["customer_id"].nunique() == 300
+    assert (out / "events_full.parquet").exists() == bool(months_after)
+    if months_after:
+        truth = pd.read_parquet(out / "truth.parquet")
+        assert "events_full.parquet" in res.stdout
+        assert f"{truth['migration_date'].notna().sum()} planted migrations" in res.stdout
     assert not (tmp_path / "outputs").exists()  # hydra leaves no run folders behind
+
+
+# --- the months after the cutoff ------------------------------------------------------------
+M = 6  # months simulated after the cutoff
+N_LATER = 3000
+
+
+@pytest.fixture(scope="module")
+def later():
+    return generate_synthetic(n_customers=N_LATER, seed=0, months_after=M)
+
+
+@pytest.fixture(scope="module")
+def per_customer(later):
+    """Per customer: archetype, migration date, and event counts in the windows the tests use."""
+    c, e, le = later.cutoff, later.events, later.later_events
+    t = later.truth.set_index("customer_id")[["archetype", "migration_date"]].copy()
+    t["migrant"] = t["migration_date"].notna()
+    count = lambda rows: rows.groupby("customer_id").size().reindex(t.index, fill_value=0)  # noqa: E731
+    t["last_90d_before"] = count(e[e["ts"] >= c - pd.Timedelta(days=90)])
+    t["first_90d_after"] = count(le[le["ts"] < c + pd.Timedelta(days=90)])
+    t["last_2_months"] = count(le[le["ts"] >= c + pd.DateOffset(months=M - 2)])
+    return t
+
+
+def test_history_does_not_depend_on_the_continuation(later):
+    base = generate_synthetic(n_customers=N_LATER, seed=0)
+    pd.testing.assert_frame_equal(base.events, later.events)
+    pd.testing.assert_frame_equal(base.labels, later.labels)
+    pd.testing.assert_frame_equal(base.truth, later.truth[base.truth.columns])
+    assert list(later.truth.columns) == [*base.truth.columns, "migration_date", "archetype_after"]
+    # without a continuation: today's truth columns and an empty frame shaped like events
+    assert list(base.later_events.columns) == list(base.events.columns)
+    assert len(base.later_events) == 0
+    assert base.later_events.dtypes.equals(base.events.dtypes)
+
+
+def test_later_events_schema_window_and_rules(later):
+    le, e = later.later_events, later.events
+    assert le.dtypes.equals(e.dtypes) and list(le.columns) == list(e.columns)
+    end = later.cutoff + pd.DateOffset(months=M)
+    assert le["ts"].min() >= later.cutoff and le["ts"].max() < end
+    assert le["ts"].max() > end - pd.Timedelta(days=2)  # the whole period is filled
+    assert set(le["customer_id"]) <= set(later.truth["customer_id"])
+    assert not le["ts"].is_monotonic_increasing  # shuffled like the history
+    kind = le["event_type"]
+    assert set(kind) == set(EVENT_TYPES)
+    assert le.loc[kind.isin(["view", "cart"]), "amount"].isna().all()
+    assert (le.loc[kind == "purchase", "amount"] > 0).all() and (le.loc[kind == "return", "amount"] < 0).all()
+    # every later refund matches an earlier purchase (same customer, amount) 1-21 days before;
+    # some of those purchases were made in the history, just before the cutoff
+    keys = ["customer_id", "amount"]
+    buys = pd.concat([e, le]).query("event_type == 'purchase'")[[*keys, "ts"]]
+    refunds = le[kind == "return"].assign(amount=lambda d: -d["amount"])[[*keys, "ts"]]
+    m = refunds.reset_index().merge(buys, on=keys, suffixes=("", "_buy"))
+    lag = (m["ts"] - m["ts_buy"]) / pd.Timedelta(days=1)
+    matched = m[(lag >= 1) & (lag <= 21)]
+    assert matched["index"].nunique() == len(refunds)
+    assert (matched["ts_buy"] < later.cutoff).any()
+
+
+def test_later_visits_use_the_same_in_visit_model(later):
+    """After the cutoff each archetype keeps its own mixes and its built-in timing signals."""
+    arch = later.truth.set_index("customer_id")["archetype"]
+    le, he = (d.assign(archetype=d["customer_id"].map(arch), hour=d["ts"].dt.hour)
+              for d in (later.later_events, later.events))  # fmt: skip
+    for name in ARCHETYPE_NAMES:
+        a, b = le[le["archetype"] == name], he[he["archetype"] == name]
+        for col in ("event_type", "category", "channel", "hour"):
+            assert _tv(a[col], b[col]) < 0.12, (name, col)
+    le["weekend"] = le["ts"].dt.day_of_week >= 5
+    le["night"] = (le["hour"] >= 22) | (le["hour"] < 4)
+    weekend, night = _by_arch(le, "weekend"), _by_arch(le, "night")
+    assert weekend["weekend_big_spender"] > 0.6 > weekend.drop("weekend_big_spender").max()
+    assert night["night_app_browser"] > 0.5 > night.drop("night_app_browser").max()
+    buys = le[le["event_type"] == "purchase"].groupby("archetype")["amount"].median()
+    assert buys["weekend_big_spender"] > 2 * buys.drop("weekend_big_spender").max()
+
+
+def test_events_full_file_is_history_plus_later(later, tmp_path):
+    paths = write_synthetic(later, tmp_path)
+    full = pd.read_parquet(paths["events_full"])
+    events = pd.read_parquet(paths["events"])
+    assert len(full) == len(later.events) + len(later.later_events)
+    assert json.loads((tmp_path / "events_full.parquet.json").read_text())["rows"] == len(full)
+    assert full.dtypes.equals(events.dtypes)
+    key = list(events.columns)
+    before = full[full["ts"] < later.cutoff].sort_values(key, ignore_index=True)
+    pd.testing.assert_frame_equal(before, events.sort_values(key, ignore_index=True))
+    assert not full["ts"].is_monotonic_increasing
+    # without a continuation there is no events_full file
+    assert "events_full" not in write_synthetic(generate_synthetic(200, seed=0), tmp_path / "plain")
+    assert not (tmp_path / "plain" / "events_full.parquet").exists()
+
+
+@pytest.mark.parametrize("share", [0.2, 0.5])
+def test_migrations_only_in_loyal_archetypes_in_window(later, share):
+    data = later if share == 0.2 else generate_synthetic(N_LATER, 0, months_after=M, migration_share=share)
+    t = data.truth
+    migrant = t["migration_date"].notna()
+    assert t["migration_date"].dtype == "datetime64[ns]"
+    assert set(t.loc[migrant, "archetype"]) == set(LOYAL)
+    loyal = t["archetype"].isin(LOYAL)
+    assert abs(migrant[loyal].mean() - share) < 0.03  # one-visit customers cannot migrate
+    dates = t.loc[migrant, "migration_date"]
+    assert dates.min() >= data.cutoff and dates.max() < data.cutoff + pd.DateOffset(months=M - 2)
+    assert dates.max() > data.cutoff + pd.DateOffset(months=M - 2) - pd.Timedelta(days=7)
+    assert (dates == dates.dt.normalize()).all()
+    assert (t["archetype_after"] == t["archetype"].where(~migrant, "lapsed")).all()
+
+
+@pytest.mark.parametrize("months_after", [1, 2])
+def test_too_short_a_continuation_plants_no_migrations(months_after):
+    t = generate_synthetic(500, seed=0, months_after=months_after).truth
+    assert t["migration_date"].isna().all() and t["migration_date"].dtype == "datetime64[ns]"
+    assert (t["archetype_after"] == t["archetype"]).all()
+
+
+def test_migrants_lapse_after_their_date(per_customer):
+    """Once every migration date has passed, migrants do a small fraction of what their
+    archetype's non-migrants do over the same months."""
+    t = per_customer[per_customer["archetype"].isin(LOYAL)]
+    late = t.groupby(["archetype", "migrant"])["last_2_months"].mean().unstack()
+    assert (late[True] < 0.3 * late[False]).all(), late
+
+
+def test_migrants_behave_like_their_archetype_before_their_date(later, per_customer):
+    t = per_customer[per_customer["archetype"].isin(LOYAL)]
+    le = later.later_events.merge(t[["migration_date"]], left_on="customer_id", right_index=True)
+    mig = t[t["migrant"]]
+    before = le[le["ts"] < le["migration_date"]].groupby("customer_id").size()
+    before = before.reindex(mig.index, fill_value=0)
+    days = (mig["migration_date"] - later.cutoff) / pd.Timedelta(days=1)
+    rate_mig = before.groupby(mig["archetype"]).sum() / days.groupby(mig["archetype"]).sum()
+    stay = t[~t["migrant"]]
+    rate_stay = stay.groupby("archetype")["first_90d_after"].mean() / 90
+    ratio = rate_mig / rate_stay
+    assert ratio.between(0.5, 2).all(), ratio
+
+
+def test_continuation_keeps_each_customers_end_of_history_rate(per_customer):
+    """Flat and regular customers keep their rate; lapsing ones keep lapsing, rising ones rising."""
+    t = per_customer[~per_customer["migrant"]]
+    by = t.groupby("archetype")[["last_90d_before", "first_90d_after"]].sum()
+    ratio = by["first_90d_after"] / by["last_90d_before"]
+    steady = ["weekly_regular", "weekend_big_spender", "bargain_hunter", "night_app_browser"]
+    assert ratio[steady].between(0.75, 1.33).all(), ratio
+    assert ratio["lapsing_loyalist"] < 0.85 and ratio["rising_loyalist"] > 1.2, ratio
+    rate = t.groupby("archetype")["first_90d_after"].mean()
+    assert rate["rising_loyalist"] > 5 * rate["lapsing_loyalist"]
+
+
+def test_continuation_deterministic_in_seed(later):
+    again = generate_synthetic(n_customers=N_LATER, seed=0, months_after=M)
+    pd.testing.assert_frame_equal(later.later_events, again.later_events)
+    pd.testing.assert_frame_equal(later.truth, again.truth)
+    other = generate_synthetic(n_customers=N_LATER, seed=1, months_after=M)
+    assert not other.later_events["ts"].equals(later.later_events["ts"])
