@@ -54,3 +54,24 @@ def tiny_events(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
     write_synthetic(generate_synthetic(n_customers=300, seed=1), out)
     return out / "events.parquet"
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, tiny_events):
+    """One complete tiny pipeline run (hybrid, logistic heads, labels) shared by the tests that read
+    a run folder. Read-only: a test that changes it copies it first (shutil.copytree)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("finished")
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(repo / "scripts" / "pipeline.py"), "data=events", f"data.path={tiny_events}",
+           "data.categorical=[event_type,category,channel]", "data.numeric=[amount]", "data.max_len=40",
+           f"paths.root_dir={root}", f"out_dir={root}/run", "model.d_model=32", "model.embedding_dim=8",
+           "loader.batch_size=32", "loader.eval_batch_size=64", "trainer.enable_progress_bar=false",
+           "trainer.accelerator=cpu", "logger=csv", "trainer.max_epochs=1", "objective=future",
+           f"labels.path={tiny_events.parent / 'labels.parquet'}", "heads=logistic", "cluster.stability.n_resamples=0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "run"

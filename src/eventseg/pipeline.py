@@ -37,7 +37,7 @@ from eventseg.hybrid import HYBRID_FILE, REPRESENTATIONS, HybridFeatures
 from eventseg.prepare import PreparedData, prepare_from_config
 from eventseg.predict import evaluate_propensity, verdict_lines
 from eventseg.predict.persistence import MODEL_FORMAT
-from eventseg.report import ReportInputs, build_report
+from eventseg.report import ReportInputs, build_report, report_title
 from eventseg.runs import MANIFEST, RunLock, mark_running, write_manifest
 from eventseg.run_summary import run_summary
 from eventseg.segment_insights import segment_insights
@@ -312,7 +312,7 @@ class PipelineRun:
 
     def report_stage(self) -> None:
         """report.html from this run folder's files (eventseg.report)."""
-        inputs = ReportInputs.from_run(self.out, title=f"eventseg · {self.cfg.data.name}", representation=self.representation)
+        inputs = ReportInputs.from_run(self.out, title=report_title(self.cfg.data.name), representation=self.representation)
         build_report(self.paths["report.html"], inputs)
 
     def remove_stale(self) -> None:

@@ -27,7 +27,7 @@ MANIFEST = "run.json"
 LOCK = ".lock"
 MANIFEST_FORMAT = "eventseg.run"
 # not part of a run's result: bookkeeping, logs, and the outputs of later jobs that read the run
-_UNLISTED = {MANIFEST, LOCK, ".stages", "logs", "scored", "monitor", "lookalikes"}
+_UNLISTED = {MANIFEST, LOCK, ".stages", "logs", "scored", "monitor", "lookalikes", "audit.json"}
 
 
 class RunLock:
@@ -112,6 +112,15 @@ def write_manifest(run_dir: str | os.PathLike, stages: dict[str, str], **facts) 
                 "eventseg_version": __version__, "stages": stages, "files": files, **facts}
     write_json(manifest, run_dir / MANIFEST)
     return run_dir / MANIFEST
+
+
+def record_rewritten_file(run_dir: str | os.PathLike, rel: str) -> None:
+    """A later job (monitor, audit) re-rendered a run file such as report.html: list its new hash,
+    so the manifest keeps vouching for every file of a complete run."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    manifest.setdefault("files", {})[rel] = content_hash(run_dir / rel)
+    write_json(manifest, run_dir / MANIFEST)
 
 
 def read_manifest(run_dir: str | os.PathLike) -> dict:

@@ -2,21 +2,26 @@
 events → embeddings (the run's checkpoint) → [hybrid features] → propensities (the candidate
 each label published in the run, from heads/: the representation as above, RFM and aggregates
 from the run's aggregate builder, aggregates.json) → segments (the run's clusterer; broad
-segments from those propensities when the run had labels)."""
+segments from those propensities when the run had labels).
+
+`FrozenRun` loads and verifies those pieces once, so a job that scores many as-of dates
+(scripts/monitor.py) pays for loading and hash checks once, not per date."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from eventseg.artifacts import write_parquet, write_sidecar
 from eventseg.checkpoint import run_checkpoint
 from eventseg.cluster import CLUSTERER_FILE, SegmentClusterer
-from eventseg.embed import Embedder
 from eventseg.data.io import read_events
-from eventseg.data.schema import OUTPUT_ID
+from eventseg.data.schema import OUTPUT_ID, EventSchema
+from eventseg.embed import Embedder
 from eventseg.features import AGGREGATES_BUILDER_FILE, load_aggregate_builder
 from eventseg.hybrid import HYBRID_FILE, HybridFeatures
 from eventseg.predict import CandidateInputs, PropensityModel
@@ -24,36 +29,93 @@ from eventseg.runs import read_manifest, verify_files
 from eventseg.segments import attach_names, build_customers, tier_cut_points
 
 
+NO_SEGMENT = -2  # "no earlier segment": placed afresh (−1 is the outliers)
+
+
+@dataclass
+class Described:
+    """One as-of date's customers as the run sees them, before placement."""
+
+    ids: np.ndarray
+    embeddings: np.ndarray  # the model's vectors
+    matrix: np.ndarray  # what the clusterer and heads read (embeddings, or the hybrid)
+    aggregates: pd.DataFrame | None  # the run's aggregate features as of the cutoff, rows in ids' order
+    scores: pd.DataFrame | None  # customer_id + p_<label> / pred_<target>, rows in ids' order
+
+
+class FrozenRun:
+    """A finished run's model, aggregate builder, hybrid features, heads and clusterer, loaded once."""
+
+    def __init__(self, run_dir: str | os.PathLike, *, device: str = "auto"):
+        run = Path(run_dir)
+        self.run_dir = run
+        self.manifest = read_manifest(run)  # refuses a missing, foreign or incomplete run
+        checkpoint = run_checkpoint(run)
+        loaded = [checkpoint.relative_to(run), CLUSTERER_FILE, "customers.parquet", "segments.parquet",
+                  *(name for name in (HYBRID_FILE, "heads", AGGREGATES_BUILDER_FILE) if (run / name).exists())]
+        verify_files(run, loaded, self.manifest)  # every byte checked before anything is opened
+        self.embedder = Embedder.from_checkpoint(checkpoint, device=device)
+        self.hybrid = HybridFeatures.load(run / HYBRID_FILE) if (run / HYBRID_FILE).exists() else None
+        self.heads = PropensityModel.load(run / "heads") if (run / "heads").exists() else None
+        # the run's one aggregate table: hybrid features, heads and monitoring's drift all read it
+        self.aggregate_builder = load_aggregate_builder(run) if (run / AGGREGATES_BUILDER_FILE).exists() else None
+        self.clusterer = SegmentClusterer.load(run / CLUSTERER_FILE)
+        run_customers = pd.read_parquet(run / "customers.parquet")
+        self.tier_cuts = tier_cut_points(run_customers) if self.heads is not None else None
+        self.segments = pd.read_parquet(run / "segments.parquet")
+
+    @property
+    def schema(self) -> EventSchema:
+        return self.embedder.encoders.schema
+
+    def read(self, events: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+        """The schema's columns of `events`, read once for any number of `score` calls."""
+        return read_events(events, self.schema)
+
+    def describe(self, events: pd.DataFrame | str | os.PathLike, cutoff=None) -> Described:
+        """Embeddings, representation, aggregates and propensities of every customer with events
+        before `cutoff` (all events without one)."""
+        events = self.read(events)
+        store = self.embedder.encode(events, cutoff=cutoff)
+        ids, embeddings = self.embedder.embed_store(store)
+        table = None
+        if self.aggregate_builder is not None:
+            table = self.aggregate_builder.transform(events, cutoff).reindex(ids)
+        matrix = embeddings
+        if self.hybrid is not None:  # the run clustered and scored embeddings + aggregates
+            matrix = self.hybrid.transform(ids, embeddings, aggregates=table)
+        scores = None
+        if self.heads is not None:
+            inputs = CandidateInputs.build(matrix, table, self.schema)
+            scores = pd.concat([pd.DataFrame({OUTPUT_ID: ids}), self.heads.scores(inputs)], axis=1)
+        return Described(ids, embeddings, matrix, table, scores)
+
+    def place(self, described: Described, *, outcomes: pd.DataFrame | None = None, previous: pd.Series | None = None,
+              stickiness: float = 0.0) -> pd.DataFrame:
+        """customers.parquet rows: the run's segments for `described`, with its propensities and tiers.
+
+        Broad segments come from the same heads' scores when the run had labels, or from
+        `outcomes` (the same columns, e.g. smoothed over dates) when given. `previous`: each
+        customer's earlier broad segment (indexed by id; see SegmentClusterer.predict for
+        `stickiness`); customers not in it are placed afresh."""
+        placing = None
+        if self.clusterer.outcome_space_ is not None:
+            placing = described.scores if outcomes is None else outcomes
+        before = None if previous is None else previous.reindex(described.ids).fillna(NO_SEGMENT).to_numpy(dtype=np.int64)
+        clusters = self.clusterer.predict(described.matrix, outcomes=placing, previous=before,
+                                          stickiness=stickiness).to_frame(described.ids)
+        customers = build_customers(clusters, described.scores, tier_cuts=self.tier_cuts)
+        return attach_names(customers, self.segments)
+
+    def score(self, events: pd.DataFrame | str | os.PathLike, cutoff=None) -> pd.DataFrame:
+        """customers.parquet rows for every customer with events before `cutoff`, as the run would."""
+        return self.place(self.describe(events, cutoff))
+
+
 def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.DataFrame, *, cutoff=None,
                     device: str = "auto") -> pd.DataFrame:
     """customers.parquet rows for the customers in `events`, using the run in `run_dir`."""
-    run = Path(run_dir)
-    manifest = read_manifest(run)  # refuses a missing, foreign or incomplete run
-    checkpoint = run_checkpoint(run)
-    loaded = [checkpoint.relative_to(run), CLUSTERER_FILE, "customers.parquet", "segments.parquet",
-              *(name for name in (HYBRID_FILE, "heads", AGGREGATES_BUILDER_FILE) if (run / name).exists())]
-    verify_files(run, loaded, manifest)  # every byte checked before anything is opened
-    embedder = Embedder.from_checkpoint(checkpoint, device=device)
-    store = embedder.encode(events, cutoff=cutoff)
-    ids, matrix = embedder.embed_store(store)
-    schema = embedder.encoders.schema
-    table = None
-    if (run / HYBRID_FILE).exists() or (run / "heads").exists():  # both read the run's one aggregate table
-        table = load_aggregate_builder(run).transform(read_events(events, schema), cutoff)
-    if (run / HYBRID_FILE).exists():  # the run clustered and scored embeddings + aggregates
-        matrix = HybridFeatures.load(run / HYBRID_FILE).transform(ids, matrix, aggregates=table)
-    scores, tier_cuts = None, None
-    if (run / "heads").exists():
-        model = PropensityModel.load(run / "heads")
-        inputs = CandidateInputs.build(matrix, table.reindex(ids), schema)
-        scores = pd.concat([pd.DataFrame({OUTPUT_ID: ids}), model.scores(inputs)], axis=1)
-        tier_cuts = tier_cut_points(pd.read_parquet(run / "customers.parquet"))
-    # the same placement as the run: broad segments from the same heads' scores when it had labels
-    clusterer = SegmentClusterer.load(run / CLUSTERER_FILE)
-    outcomes = scores if clusterer.outcome_space_ is not None else None
-    clusters = clusterer.predict(matrix, outcomes=outcomes).to_frame(ids)
-    customers = build_customers(clusters, scores, tier_cuts=tier_cuts)
-    return attach_names(customers, pd.read_parquet(run / "segments.parquet"))
+    return FrozenRun(run_dir, device=device).score(events, cutoff)
 
 
 def score_from_config(cfg) -> dict:

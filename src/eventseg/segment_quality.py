@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from eventseg.data.encoders import signed_log1p
 from eventseg.predict.evaluate import _num
@@ -173,32 +174,55 @@ def _rfm_design(rfm: pd.DataFrame, with_aov: bool) -> np.ndarray:
     return signed_log1p(np.column_stack(cols))  # signed: a net-refund customer stays finite
 
 
-def rfm_kmeans_groups(rfm_fit: pd.DataFrame, rfm_eval: pd.DataFrame, k: int, seed: int = 0) -> np.ndarray:
-    """The analyst's recipe: k-means on standardised log R, F, AOV, tenure of `rfm_fit`; groups of `rfm_eval`.
+class RFMKMeans(BaseEstimator):
+    """The analyst's recipe as a fitted object: k-means on standardised log R, F, AOV, tenure.
 
-    Fitted on other customers than it is measured on, as our segments are. Without an amount
-    (monetary all zero, missing, or no such column on the fit set) AOV carries no information
-    and is left out.
-    Missing values take the fit set's median (k-means cannot place a NaN).
+    Fitted once and applied to other customers (a held-out set, or later as-of dates when
+    monitoring), as our segments are. Without an amount (monetary all zero, missing, or no
+    such column on the fit set) AOV carries no information and is left out. Missing values
+    take the fit set's median (k-means cannot place a NaN).
     """
-    from sklearn.cluster import KMeans
-    from sklearn.preprocessing import StandardScaler
 
-    k = int(k)
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    if len(rfm_fit) < k:
-        raise ValueError(f"cannot fit {k} k-means groups on {len(rfm_fit)} customers")
-    money = pd.to_numeric(rfm_fit["monetary"], errors="coerce") if "monetary" in rfm_fit else pd.Series(dtype=float)
-    with_aov = bool(money.fillna(0.0).ne(0.0).any())
-    x_fit, x_eval = _rfm_design(rfm_fit, with_aov), _rfm_design(rfm_eval, with_aov)
-    med = np.nanmedian(np.where(np.isfinite(x_fit), x_fit, np.nan), axis=0)
-    med = np.where(np.isfinite(med), med, 0.0)
-    x_fit = np.where(np.isfinite(x_fit), x_fit, med)
-    x_eval = np.where(np.isfinite(x_eval), x_eval, med)
-    scaler = StandardScaler().fit(x_fit)
-    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(scaler.transform(x_fit))
-    return km.predict(scaler.transform(x_eval)).astype(np.int64) if len(x_eval) else np.empty(0, np.int64)
+    def __init__(self, k: int = 5, seed: int = 0):
+        self.k = k
+        self.seed = seed
+
+    def fit(self, rfm: pd.DataFrame, y=None) -> "RFMKMeans":
+        from sklearn.cluster import KMeans
+        from sklearn.preprocessing import StandardScaler
+
+        k = int(self.k)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if len(rfm) < k:
+            raise ValueError(f"cannot fit {k} k-means groups on {len(rfm)} customers")
+        money = pd.to_numeric(rfm["monetary"], errors="coerce") if "monetary" in rfm else pd.Series(dtype=float)
+        self.with_aov_ = bool(money.fillna(0.0).ne(0.0).any())
+        x = _rfm_design(rfm, self.with_aov_)
+        med = np.nanmedian(np.where(np.isfinite(x), x, np.nan), axis=0)
+        self.medians_ = np.where(np.isfinite(med), med, 0.0)
+        x = np.where(np.isfinite(x), x, self.medians_)
+        self.scaler_ = StandardScaler().fit(x)
+        self.kmeans_ = KMeans(n_clusters=k, n_init=10, random_state=self.seed).fit(self.scaler_.transform(x))
+        return self
+
+    def predict(self, rfm: pd.DataFrame, previous=None, stickiness: float = 0.0) -> np.ndarray:
+        """Nearest group; with `previous` groups the same hysteresis as our segments get when
+        monitored (`eventseg.cluster.broad.nearest_keeping_previous`), so churn compares fairly."""
+        if len(rfm) == 0:
+            return np.empty(0, np.int64)
+        x = _rfm_design(rfm, self.with_aov_)
+        x = self.scaler_.transform(np.where(np.isfinite(x), x, self.medians_))
+        if previous is None or stickiness <= 0:
+            return self.kmeans_.predict(x).astype(np.int64)
+        from eventseg.cluster.broad import nearest_keeping_previous
+
+        return nearest_keeping_previous(self.kmeans_.transform(x), previous, stickiness).astype(np.int64)
+
+
+def rfm_kmeans_groups(rfm_fit: pd.DataFrame, rfm_eval: pd.DataFrame, k: int, seed: int = 0) -> np.ndarray:
+    """Groups of `rfm_eval` from `RFMKMeans` fitted on `rfm_fit` (other customers than it is measured on)."""
+    return RFMKMeans(k, seed).fit(rfm_fit).predict(rfm_eval)
 
 
 def propensity_tiers(p_fit, p_eval, k: int) -> np.ndarray:

@@ -84,6 +84,20 @@ def _nearest(S: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return pairwise_distances_argmin(S, centers)
 
 
+def nearest_keeping_previous(distances: np.ndarray, previous, stickiness: float) -> np.ndarray:
+    """Each row's nearest group (column of `distances`), except that a row keeps its `previous`
+    group (below 0: none) unless the nearest is closer by more than `stickiness` (0.25: 25%).
+
+    Re-scoring every month moves customers who sit near a boundary back and forth on noise;
+    the margin keeps them put while a customer whose behaviour really moved still crosses."""
+    nearest = distances.argmin(axis=1)
+    prev = np.asarray(previous, dtype=np.int64)
+    rows = np.flatnonzero((prev >= 0) & (prev < distances.shape[1]))
+    keep = distances[rows, prev[rows]] <= (1.0 + stickiness) * distances[rows, nearest[rows]]
+    nearest[rows[keep]] = prev[rows[keep]]
+    return nearest
+
+
 class BroadLevel:
     """K-means broad segments with the count chosen by stability (see the module docstring).
 
@@ -196,5 +210,15 @@ class BroadLevel:
                                                                  "silhouette", "largest_share")}
         return self
 
-    def predict(self, S: np.ndarray) -> np.ndarray:
-        return self.merge_[_nearest(np.asarray(S, dtype=np.float64), self.centers_)]
+    def predict(self, S: np.ndarray, previous: np.ndarray | None = None, stickiness: float = 0.0) -> np.ndarray:
+        """Nearest segment; with `previous` segments, see `nearest_keeping_previous`."""
+        S = np.asarray(S, dtype=np.float64)
+        if previous is None or stickiness <= 0:
+            return self.merge_[_nearest(S, self.centers_)]
+        from sklearn.metrics import pairwise_distances
+
+        d = pairwise_distances(S, self.centers_)  # [n, k clusters]; k is small
+        seg_d = np.full((len(S), int(self.merge_.max()) + 1), np.inf)
+        for cluster, segment in enumerate(self.merge_):  # a merged segment is as near as its nearest cluster
+            seg_d[:, segment] = np.minimum(seg_d[:, segment], d[:, cluster])
+        return nearest_keeping_previous(seg_d, previous, stickiness)

@@ -341,28 +341,42 @@ class SegmentClusterer(ClusterMixin, BaseEstimator):
                 f"({', '.join(self.outcome_space_.columns)}): pass outcomes= with those columns for these customers")
         return self.outcome_space_.transform(outcomes)
 
-    def _place(self, X, outcomes) -> ClusterPrediction:
+    def _place(self, X, outcomes, previous=None, stickiness: float = 0.0) -> ClusterPrediction:
         Z = self.transform(X)
         raw, prob, score = self._placer.place(Z)
         score = np.clip(np.nan_to_num(score, nan=0.0), 0.0, 1.0)
         dense, strength, core, outlier = self._dense(Z, raw, np.nan_to_num(prob, nan=1.0), score)
-        broad = np.where(outlier, NOISE, self.broad_.predict(self._broad_space(Z, outcomes)))
+        if previous is not None and stickiness > 0:  # a segment member becomes an outlier only beyond the margin
+            t = self.outlier_threshold_
+            outlier &= ~(previous >= 0) | (score > t + stickiness * (1 - t))
+        broad = np.where(outlier, NOISE, self.broad_.predict(self._broad_space(Z, outcomes), previous, stickiness))
         return ClusterPrediction(broad.astype(np.int32), self.micro_.predict(broad, dense).astype(np.int32),
                                  strength, core, score.astype(np.float32))
 
-    def predict(self, X, *, outcomes: pd.DataFrame | None = None, soft: bool = False) -> ClusterPrediction:
+    def predict(self, X, *, outcomes: pd.DataFrame | None = None, soft: bool = False,
+                previous=None, stickiness: float = 0.0) -> ClusterPrediction:
         """Place new customers without refitting: broad segment, micro-segment, strength, core flag,
         outlier score; with soft=True also soft membership in the dense groups
         ([n, n_dense], hdbscan.membership_vector). `outcomes`: their propensity scores, required
-        when the clusterer was fitted with outcomes."""
+        when the clusterer was fitted with outcomes. `previous` (each row's earlier broad segment,
+        −1 outlier, below −1 none) with `stickiness` > 0: keep it unless another segment is closer
+        by more than that margin (and move in or out of the outliers only beyond it too)."""
         self._check_fitted()
         _, X = check_embeddings(X, expected_dim=self.embedding_dim)
         outcomes = self._outcome_frame(outcomes, len(X))
         if self.outcome_space_ is not None and outcomes is None:
             self._broad_space(None, None)  # raises the explanation
+        stickiness = float(stickiness)
+        if not 0.0 <= stickiness < 1.0:
+            raise ClusterInputError(f"stickiness must be in [0, 1), got {stickiness}")
+        if previous is not None:
+            previous = np.asarray(previous, dtype=np.int64)
+            if previous.shape != (len(X),):
+                raise ClusterInputError(f"previous must hold one segment per customer ({len(X)}), got shape {previous.shape}")
         step = int(self.chunk_size)
         pred = ClusterPrediction.concat([
-            self._place(X[s:s + step], None if outcomes is None else outcomes.iloc[s:s + step])
+            self._place(X[s:s + step], None if outcomes is None else outcomes.iloc[s:s + step],
+                        None if previous is None else previous[s:s + step], stickiness)
             for s in range(0, len(X), step)])
         if soft:
             pred.membership = self.membership(X)

@@ -17,6 +17,7 @@ from eventseg.report.cards import segment_cards
 from eventseg.report.figures import visualize_lift, visualize_map, visualize_profile, visualize_sizes
 from eventseg.report.format import esc, integer, words
 from eventseg.report.inputs import ReportInputs
+from eventseg.report.monitoring import monitoring_section
 from eventseg.report.quality import visualize_calibration, visualize_gain
 from eventseg.report.sections import candidates_table, run_facts, segments_vs_rfm, stability, verdict_banner
 
@@ -110,7 +111,9 @@ def render(inputs: ReportInputs) -> str:
     what = "Embedding + aggregates (hybrid)" if inputs.representation == "hybrid" else "Embedding"
     parts = [f"<h1>{esc(inputs.title)}</h1>", run_facts(inputs), verdict_banner(inputs),
              '<nav><a href="#segments">Segments</a><a href="#map">Map</a><a href="#behaviour">Size &amp; behaviour</a>'
-             '<a href="#quality">Model quality</a><a href="#stability">Stability</a></nav>',
+             '<a href="#quality">Model quality</a><a href="#stability">Stability</a>'
+             + ('<a href="#monitoring">Over time</a>' if inputs.monitor else "")
+             + ('<a href="#audit">Fairness audit</a>' if inputs.audit else "") + "</nav>",
              f'<h2 id="segments">{n_broad} segments</h2>'
              f'<p class="muted">{integer(len(inputs.customers))} customers; each card is one broad segment, largest first '
              "(open it for its micro-segments). Ratios compare the segment with all customers; a rule's precision is the "
@@ -131,11 +134,35 @@ def render(inputs: ReportInputs) -> str:
                              "Lift vs everyone: predicted (bars, 95% interval) and observed on held-out customers"))
     parts.append('<h2 id="quality">Model quality</h2>' + _quality(inputs))
     parts.append('<h2 id="stability">Stability</h2>' + stability(inputs))
+    if inputs.monitor:
+        parts.append('<h2 id="monitoring">Segments over time</h2>'
+                     + monitoring_section(inputs.monitor, inputs.monitor_transitions, inputs.segments, _figure))
+    if inputs.audit:
+        from eventseg.report.audit_section import audit_section  # here: eventseg.audit itself imports report.format
+
+        parts.append('<h2 id="audit">Fairness audit</h2>' + audit_section(inputs.audit, _figure))
     head = (f'<meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>{esc(inputs.title)}</title><style>{STYLE}</style>{ERROR_HOOK}"
             f'<script type="text/javascript">{get_plotlyjs()}</script>')
     return (f'<!doctype html><html lang="en"><head>{head}</head><body>{"".join(parts)}'
             f'<div id="js-errors" hidden></div>{DONE_HOOK}</body></html>')
+
+
+def report_title(data_name) -> str:
+    return f"eventseg · {data_name}"
+
+
+def rebuild_run_report(run_dir: str | os.PathLike) -> Path:
+    """report.html again from a finished run's files, after a later job (monitor, audit) added its own."""
+    from eventseg.runs import read_manifest, record_rewritten_file
+
+    run = Path(run_dir)
+    cfg = read_manifest(run).get("config") or {}
+    inputs = ReportInputs.from_run(run, title=report_title((cfg.get("data") or {}).get("name")),
+                                   representation=str(cfg.get("representation") or "embedding"))
+    path = build_report(run / "report.html", inputs)
+    record_rewritten_file(run, "report.html")
+    return path
 
 
 def build_report(path: str | os.PathLike, inputs: ReportInputs) -> Path:

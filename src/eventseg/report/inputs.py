@@ -42,6 +42,9 @@ class ReportInputs:
     segment_metrics: dict | None = None  # η² by segment vs RFM k-means
     propensity_metrics: dict | None = None
     predictions: dict[str, LabelScores] = field(default_factory=dict)
+    monitor: dict | None = None  # monitor/summary.json, after scripts/monitor.py
+    monitor_transitions: pd.DataFrame | None = None
+    audit: dict | None = None  # audit.json, after scripts/audit.py
 
     @property
     def broad(self) -> pd.DataFrame:
@@ -91,7 +94,14 @@ class ReportInputs:
             segment_metrics=_read_json(run / "segment_metrics.json"),
             propensity_metrics=propensity,
             predictions=_test_predictions(run / "propensity_scores.parquet", propensity),
+            monitor=_read_json(run / "monitor" / "summary.json"),
+            monitor_transitions=_read_parquet_if_exists(run / "monitor" / "transitions.parquet"),
+            audit=_read_json(run / "audit.json"),
         )
+
+
+def _read_parquet_if_exists(path: Path) -> pd.DataFrame | None:
+    return pd.read_parquet(path) if path.exists() else None
 
 
 def _summary(run: Path, representation: str) -> dict | None:
