@@ -10,6 +10,7 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -318,6 +319,128 @@ def bench_cluster(args) -> dict:
     return {"benchmark": "cluster", "target": "1M customers x 64 dims end to end <= 5 min on 2 cores", "outcomes": bool(args.outcomes), "results": rows}
 
 
+def planted_migration_measures(assignments: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """The synthetic targets: monthly churn among customers whose archetype did not change, and
+    the share of planted migrations seen as a move to another segment within two periods."""
+    seg = assignments.pivot(index="customer_id", columns="cutoff", values="segment")
+    cutoffs = list(seg.columns)
+    truth = truth.set_index("customer_id").reindex(seg.index)
+    stable = truth["migration_date"].isna().to_numpy()
+    churn = []
+    for a, b in zip(cutoffs, cutoffs[1:]):
+        both = seg[a].notna() & seg[b].notna() & stable
+        churn.append(round(float((seg.loc[both, a] != seg.loc[both, b]).mean()), 4))
+    seen, detected = 0, 0
+    dates = truth["migration_date"]
+    for i, a in enumerate(cutoffs[:-2]):  # migrations between cutoff i and i+1, followed by two periods
+        movers = (dates >= a) & (dates < cutoffs[i + 1]) & seg[a].notna()
+        before = seg.loc[movers, a]
+        moved = (seg.loc[movers, cutoffs[i + 1]] != before) | (seg.loc[movers, cutoffs[i + 2]] != before)
+        seen += int(movers.sum())
+        detected += int(moved.sum())
+    return {"stable_customer_churn_per_period": churn, "max_stable_churn": max(churn) if churn else None,
+            "planted_migrations_checked": seen,
+            "migrations_moved_within_two_periods": round(detected / seen, 4) if seen else None}
+
+
+def tiled_synthetic(n_customers: int, months: int) -> tuple[Path, pd.DataFrame]:
+    """The synthetic default's history plus `months` later months, tiled (new ids per copy) to about
+    n_customers; its truth table tiled the same way. The first copy is the default data itself."""
+    from eventseg.synthetic import generate_synthetic
+
+    path = CACHE / f"monitor_events_{n_customers}_{months}.parquet"
+    data = generate_synthetic(n_customers=20_000, seed=0, months_after=months)
+    copies = int(np.ceil(n_customers / 20_000))
+    span = int(data.truth.customer_id.max()) + 1
+    truth = pd.concat([data.truth.assign(customer_id=data.truth.customer_id + k * span) for k in range(copies)],
+                      ignore_index=True)
+    if not path.exists():
+        full = data.events_full()
+        parts = [full.assign(customer_id=full.customer_id + k * span) for k in range(copies)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.concat(parts, ignore_index=True).to_parquet(path, index=False, row_group_size=1_000_000)
+    return path, truth
+
+
+def bench_monitor(args) -> dict:
+    """scripts/monitor.py's work at scale: the synthetic default run, its customers tiled to
+    --customers, re-scored at --cutoffs monthly dates from the run's cutoff."""
+    from eventseg.monitor import monitor_run
+
+    run = Path(args.run)
+    if not (run / "run.json").exists():
+        done = subprocess.run([sys.executable, "scripts/pipeline.py", f"out_dir={run}"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-3000:])
+    events, truth = tiled_synthetic(args.customers, max(args.cutoffs, 3))
+    cutoffs = [str((pd.Timestamp("2026-01-01") + pd.DateOffset(months=m)).date()) for m in range(args.cutoffs)]
+    work = CACHE / "monitor_run"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(run, work, ignore=shutil.ignore_patterns("monitor", "logs"))
+    t0 = time.perf_counter()
+    summary = monitor_run(work, str(events), cutoffs, purchase_filter="event_type == purchase", report=False)
+    seconds = time.perf_counter() - t0
+    assignments = pd.read_parquet(work / "monitor" / "assignments.parquet", columns=["customer_id", "cutoff", "segment"])
+    return {"benchmark": "monitor", "target": "1M customers x 6 cutoffs <= 10 min on 2 cores; synthetic: stable "
+            "customers' monthly churn <= 15%, >= 70% of planted migrations move within two periods",
+            "customers": int(assignments["customer_id"].nunique()), "cutoffs": cutoffs,
+            "wall_seconds": round(seconds, 1), "seconds_per_cutoff": summary["seconds_per_cutoff"],
+            "peak_rss_mb": round(_peak_mb()), "stickiness": summary["stickiness"],
+            "membership_churn": [p["membership_churn"] for p in summary["periods"]],
+            "rfm_kmeans_churn": [p["rfm_kmeans_churn"] for p in summary["periods"]],
+            **planted_migration_measures(assignments, truth),
+            "alerts": [len(p["alerts"]) for p in summary["periods"]], "refresh_recommended": summary["refresh_recommended"]}
+
+
+def bench_lookalike(args) -> dict:
+    """The lookalike speed target on --customers x 64 planted-cluster vectors (centred, unit rows):
+    the approximate index (faiss IVF) built over every customer plus --queries searches, against
+    exact search (recall at 10 counts a returned vector as right when it is as similar as the
+    exact 10th: the planted clump holds exact ties); then LookalikeScorer fit + score of every
+    customer against each --seeds count drawn from the largest planted cluster (exact or
+    approximate as 'auto' picks), the approximate one checked against exact on a sample."""
+    from eventseg.lookalike.index import ExactIndex, IVFIndex
+    from eventseg.lookalike.scoring import LookalikeScorer, unit_rows
+
+    _, X, truth = planted_embeddings(args.customers, dim=64)
+    X = unit_rows(X - X.mean(axis=0))
+    rng = np.random.default_rng(1)
+    queries = X[rng.choice(len(X), args.queries, replace=False)]
+    t0 = time.perf_counter()
+    ann = IVFIndex(X, nprobe=args.nprobe)
+    t1 = time.perf_counter()
+    got, _ = ann.search(queries, 10)
+    t2 = time.perf_counter()
+    want, _ = ExactIndex(X).search(queries, 10)
+    t3 = time.perf_counter()
+    index = {"vectors": len(X), "queries": args.queries, "nlist": ann.nlist, "nprobe": ann.nprobe,
+             "ann_build_seconds": round(t1 - t0, 2), "ann_query_seconds": round(t2 - t1, 2),
+             "ann_build_plus_queries_seconds": round(t2 - t0, 2), "exact_query_seconds": round(t3 - t2, 2),
+             "recall_at_10_vs_exact": round(float(np.mean(got >= want[:, -1:] - 1e-5)), 4)}
+    print(json.dumps(index))
+    del ann
+    largest = np.flatnonzero(truth == np.bincount(truth[truth >= 0]).argmax())
+    rows = []
+    for n_seeds in [int(float(s)) for s in args.seeds.split(",")]:
+        seeds = X[rng.choice(largest, min(n_seeds, len(largest)), replace=False)]
+        t0 = time.perf_counter()
+        scorer = LookalikeScorer(nprobe=args.nprobe).fit(seeds)
+        similarity = scorer.score(X)
+        row = {"seeds": len(seeds), "customers": len(X), "index_used": scorer.index_kind_,
+               "fit_plus_score_seconds": round(time.perf_counter() - t0, 2),
+               "largest_cluster_share_of_top_100k": round(float(np.isin(np.argsort(-similarity)[:100_000], largest).mean()), 4)}
+        if scorer.index_kind_ == "ann":  # the same scores, exact, on a sample: does the audience change?
+            rows_ = rng.choice(len(X), 20_000, replace=False)
+            exact = LookalikeScorer(index="exact").fit(seeds).score(X[rows_])
+            top = int(0.1 * len(rows_))
+            row["sample_top10pct_overlap_with_exact"] = round(len(set(np.argsort(-exact)[:top])
+                                                                  & set(np.argsort(-similarity[rows_])[:top])) / top, 4)
+        print(json.dumps(row))
+        rows.append(row)
+    return {"benchmark": "lookalike", "target": "1M customers x 64 dims: index build + 1,000 queries <= 60 s on 2 cores",
+            "threads": int(__import__("torch").get_num_threads()), "index": index, "scorer": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
@@ -340,6 +463,17 @@ def main() -> None:
     c.add_argument("--sizes", default="1e5,1e6")
     c.add_argument("--outcomes", action="store_true", help="broad segments from planted propensity scores")
     c.add_argument("--out", default=None)
+    m = sub.add_parser("monitor", help="monitor.py at scale, and churn / planted-migration detection on synthetic")
+    m.add_argument("--customers", type=int, default=1_000_000)
+    m.add_argument("--cutoffs", type=int, default=6)
+    m.add_argument("--run", default="bench_results/cache/synthetic_run", help="a synthetic default run (made if missing)")
+    m.add_argument("--out", default=None)
+    la = sub.add_parser("lookalike", help="lookalike index build + queries and scorer time on planted 1M x 64")
+    la.add_argument("--customers", type=int, default=1_000_000)
+    la.add_argument("--queries", type=int, default=1_000)
+    la.add_argument("--seeds", default="1000,100000", help="seed counts for the scorer measurement")
+    la.add_argument("--nprobe", type=int, default=16)
+    la.add_argument("--out", default=None)
     cw = sub.add_parser("_cluster_worker")
     cw.add_argument("embeddings")
     cw.add_argument("out_dir")
@@ -354,7 +488,8 @@ def main() -> None:
     if args.name == "_cluster_worker":
         print(json.dumps(cluster_worker(args.embeddings, args.out_dir, args.outcomes)))
         return
-    benches = {"prepare": bench_prepare, "train": bench_train, "objectives": bench_objectives, "embed": bench_embed, "cluster": bench_cluster}
+    benches = {"prepare": bench_prepare, "train": bench_train, "objectives": bench_objectives, "embed": bench_embed, "cluster": bench_cluster,
+               "monitor": bench_monitor, "lookalike": bench_lookalike}
     result = benches[args.name](args)
     result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}
     out = Path(args.out or f"bench_results/{args.name}.json")
