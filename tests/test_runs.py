@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 
 import pandas as pd
 import pytest
@@ -14,7 +13,7 @@ import torch
 
 from eventseg.checkpoint import CheckpointError
 from eventseg.errors import RunError
-from eventseg.runs import RunLock, content_hash, mark_running, read_manifest, verify_files, write_manifest
+from eventseg.runs import RunLock, content_hash, mark_running, read_manifest, verify_files
 from eventseg.train import train
 from test_train import ROOT, compose_train, tiny_overrides
 

@@ -143,6 +143,15 @@ def read_manifest(run_dir: str | os.PathLike) -> dict:
     return manifest
 
 
+def check_run_version(manifest: dict, run_dir: str | os.PathLike) -> None:
+    """Same major.minor as this eventseg, before a run's model and files are reused: file formats
+    and model code may differ across minor versions."""
+    written = str(manifest.get("eventseg_version") or "unknown")
+    if written.split(".")[:2] != __version__.split(".")[:2]:
+        raise RunError(f"{run_dir} was written by eventseg {written}; this is eventseg {__version__}: "
+                       f"re-run scripts/pipeline.py out_dir={run_dir} with this version (or install eventseg {written})")
+
+
 def verify_files(run_dir: str | os.PathLike, files: Iterable[str | os.PathLike], manifest: dict | None = None) -> dict:
     """Check `files` (relative to the run, files or folders) against the manifest before anything loads them."""
     run_dir = Path(run_dir)

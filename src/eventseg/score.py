@@ -25,7 +25,7 @@ from eventseg.embed import Embedder
 from eventseg.features import AGGREGATES_BUILDER_FILE, load_aggregate_builder
 from eventseg.hybrid import HYBRID_FILE, HybridFeatures
 from eventseg.predict import CandidateInputs, PropensityModel
-from eventseg.runs import read_manifest, verify_files
+from eventseg.runs import check_run_version, read_manifest, verify_files
 from eventseg.segments import attach_names, build_customers, tier_cut_points
 
 
@@ -50,6 +50,7 @@ class FrozenRun:
         run = Path(run_dir)
         self.run_dir = run
         self.manifest = read_manifest(run)  # refuses a missing, foreign or incomplete run
+        check_run_version(self.manifest, run)
         checkpoint = run_checkpoint(run)
         loaded = [checkpoint.relative_to(run), CLUSTERER_FILE, "customers.parquet", "segments.parquet",
                   *(name for name in (HYBRID_FILE, "heads", AGGREGATES_BUILDER_FILE) if (run / name).exists())]

@@ -26,7 +26,7 @@ from eventseg.features import AGGREGATES_FILE, rfm_from_aggregates
 from eventseg.monitor.alerts import Thresholds, period_alerts, refresh_verdict
 from eventseg.monitor.backtest import backtest, reference_metrics
 from eventseg.monitor.drift import embedding_drift_auc, psi_table, sample_rows
-from eventseg.monitor.inputs import check_cutoff_range, check_version, parse_cutoffs, read_monitored_events
+from eventseg.monitor.inputs import check_cutoff_range, parse_cutoffs, read_monitored_events
 from eventseg.monitor.membership import membership_churn, size_changes, transitions
 from eventseg.score import FrozenRun
 from eventseg.segment_quality import RFMKMeans
@@ -46,8 +46,7 @@ def monitor_run(run_dir: str | os.PathLike, events, cutoffs, *, thresholds: Thre
         raise ConfigError(f"smoothing must be in (0, 1] (1: place on this date's scores alone), got {smoothing}")
     if not 0.0 <= float(stickiness) < 1.0:
         raise ConfigError(f"stickiness must be in [0, 1) (0: place afresh at every date), got {stickiness}")
-    frozen = FrozenRun(run, device=device)  # refuses a missing, incomplete or tampered run
-    check_version(frozen.manifest, run)
+    frozen = FrozenRun(run, device=device)  # refuses a missing, incomplete, tampered or other-version run
     cutoffs = parse_cutoffs(cutoffs)
     schema = frozen.schema
     run_cfg = frozen.manifest.get("config") or {}

@@ -1,7 +1,7 @@
 """Everything monitoring checks before any embedding work: the run, the cutoffs, the events.
 
-Each problem is one clear error that names the value and the fix: a run written by another
-eventseg version, cutoffs that are not dates or not increasing, a cutoff with no history
+Each problem is one clear error that names the value and the fix (a run from another eventseg
+version is refused by `eventseg.score.FrozenRun`): cutoffs that are not dates or not increasing, a cutoff with no history
 before it or no activity after the previous one, events without a column the model reads,
 customer ids of another type than the run's.
 """
@@ -10,17 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from eventseg import __version__
 from eventseg.data.validate import EventDataError, validate_events
-from eventseg.errors import ConfigError, RunError
-
-
-def check_version(manifest: dict, run_dir) -> None:
-    """Same major.minor as this eventseg: file formats and model code may differ across minors."""
-    written = str(manifest.get("eventseg_version") or "unknown")
-    if written.split(".")[:2] != __version__.split(".")[:2]:
-        raise RunError(f"{run_dir} was written by eventseg {written}; this is eventseg {__version__}: "
-                       f"re-run scripts/pipeline.py out_dir={run_dir} with this version (or install eventseg {written})")
+from eventseg.errors import ConfigError
 
 
 def parse_cutoffs(cutoffs) -> list[pd.Timestamp]:
