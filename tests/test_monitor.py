@@ -191,6 +191,19 @@ def test_monitor_writes_the_contract_files(monitored):
 
 
 @pytest.mark.slow
+def test_the_monitoring_section_draws_in_a_browser(monitored, tmp_path):
+    from test_report import CHROMIUM, rendered_in_browser
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed")
+    run, _ = monitored
+    page = (run / "report.html").read_text()
+    dom, drawn = rendered_in_browser(run / "report.html", tmp_path)
+    assert drawn == page.count('class="plotly-graph-div"')  # every chart, the monitoring ones included
+    assert 'id="chart-monitor-churn"' in dom and 'id="chart-monitor-flows"' in dom
+
+
+@pytest.mark.slow
 def test_the_first_date_is_exactly_what_score_py_gives(monitored, tiny_events):
     run, _ = monitored
     assignments = pd.read_parquet(run / "monitor" / "assignments.parquet")

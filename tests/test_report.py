@@ -237,9 +237,8 @@ def test_report_for_20k_customers_stays_under_10_mb(tmp_path):
     assert path.stat().st_size <= 10 * 1024 * 1024
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
-def test_report_renders_in_a_browser_without_script_errors(tmp_path):
-    path, page, inputs = _report(write_run(tmp_path / "run"))
+def rendered_in_browser(path, tmp_path) -> tuple[str, int]:
+    """(the DOM after headless Chromium ran the page's scripts, charts drawn); fails on a script error."""
     out = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
                           path.as_uri()], capture_output=True, text=True, timeout=120)
@@ -247,7 +246,13 @@ def test_report_renders_in_a_browser_without_script_errors(tmp_path):
     assert "<html" in dom, out.stderr[-2000:]
     root = re.search(r"<html[^>]*>", dom).group(0)
     assert "data-js-errors" not in root, re.search(r'id="js-errors"[^>]*>([^<]*)', dom).group(1)
-    drawn = int(re.search(r'data-charts="(\d+)"', root).group(1))
+    return dom, int(re.search(r'data-charts="(\d+)"', root).group(1))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_report_renders_in_a_browser_without_script_errors(tmp_path):
+    path, page, inputs = _report(write_run(tmp_path / "run"))
+    dom, drawn = rendered_in_browser(path, tmp_path)
     assert drawn == page.count('class="plotly-graph-div"') and drawn >= 7  # every chart was drawn
     assert dom.count('class="main-svg"') >= drawn
     cards = _Page(dom).cards

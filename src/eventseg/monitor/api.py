@@ -46,8 +46,11 @@ def monitor_run(run_dir: str | os.PathLike, events, cutoffs, *, thresholds: Thre
         raise ConfigError(f"smoothing must be in (0, 1] (1: place on this date's scores alone), got {smoothing}")
     if not 0.0 <= float(stickiness) < 1.0:
         raise ConfigError(f"stickiness must be in [0, 1) (0: place afresh at every date), got {stickiness}")
-    frozen = FrozenRun(run, device=device)  # refuses a missing, incomplete, tampered or other-version run
     cutoffs = parse_cutoffs(cutoffs)
+    frozen = FrozenRun(run, device=device)  # refuses a missing, incomplete, tampered or other-version run
+    if frozen.aggregate_builder is None:
+        raise RunError(f"{run} has no aggregate builder (aggregates.json): re-run scripts/pipeline.py with "
+                       "this version so monitoring can measure drift and the RFM baseline")
     schema = frozen.schema
     run_cfg = frozen.manifest.get("config") or {}
     labels_cfg = run_cfg.get("labels") or {}
@@ -73,9 +76,6 @@ def monitor_run(run_dir: str | os.PathLike, events, cutoffs, *, thresholds: Thre
                                  stickiness=stickiness)
         t2 = time.perf_counter()
         aggregates = described.aggregates
-        if aggregates is None:
-            raise RunError(f"{run} has no aggregate builder (aggregates.json): re-run scripts/pipeline.py with "
-                           "this version so monitoring can measure drift and the RFM baseline")
         rfm = rfm_from_aggregates(aggregates, schema)
         if rfm_model is None:  # the analyst's segmentation, frozen at the first cutoff like ours is at the run's
             rows = sample_rows(len(rfm), RFM_FIT_SAMPLE, seed)
