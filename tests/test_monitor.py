@@ -219,6 +219,24 @@ def test_the_first_date_is_exactly_what_score_py_gives(monitored, tiny_events):
 
 
 @pytest.mark.slow
+def test_a_sticky_weekly_refresh_with_score_py_matches_the_monitor(monitored, tiny_events):
+    run, _ = monitored
+    assignments = pd.read_parquet(run / "monitor" / "assignments.parquet")
+    first, second = (assignments[assignments["cutoff"] == pd.Timestamp(c)] for c in CUTOFFS[:2])
+    refreshed = score_customers(run, tiny_events, cutoff=CUTOFFS[1], device="cpu", previous=first, stickiness=0.25)
+    pd.testing.assert_series_equal(refreshed.set_index("customer_id")["segment"],
+                                   second.set_index("customer_id")["segment"], check_names=False)
+    afresh = score_customers(run, tiny_events, cutoff=CUTOFFS[1], device="cpu").set_index("customer_id")["segment"]
+    kept = first.set_index("customer_id")["segment"]
+    both = kept.index.intersection(afresh.index)
+    assert (refreshed.set_index("customer_id")["segment"][both] != kept[both]).mean() <= (afresh[both] != kept[both]).mean()
+    with pytest.raises(ConfigError, match="previous scores lack"):
+        score_customers(run, tiny_events, cutoff=CUTOFFS[1], previous=first.drop(columns="segment"), stickiness=0.25)
+    with pytest.raises(ConfigError, match="stickiness must be in"):
+        score_customers(run, tiny_events, cutoff=CUTOFFS[1], previous=first, stickiness=1.5)
+
+
+@pytest.mark.slow
 def test_bad_input_fails_before_any_work(finished_run, tiny_events, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)

@@ -22,6 +22,7 @@ from eventseg.cluster import CLUSTERER_FILE, SegmentClusterer
 from eventseg.data.io import read_events
 from eventseg.data.schema import OUTPUT_ID, EventSchema
 from eventseg.embed import Embedder
+from eventseg.errors import ConfigError
 from eventseg.features import AGGREGATES_BUILDER_FILE, load_aggregate_builder
 from eventseg.hybrid import HYBRID_FILE, HybridFeatures
 from eventseg.predict import CandidateInputs, PropensityModel
@@ -114,16 +115,34 @@ class FrozenRun:
 
 
 def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.DataFrame, *, cutoff=None,
-                    device: str = "auto") -> pd.DataFrame:
-    """customers.parquet rows for the customers in `events`, using the run in `run_dir`."""
-    return FrozenRun(run_dir, device=device).score(events, cutoff)
+                    device: str = "auto", previous: pd.DataFrame | None = None, stickiness: float = 0.0) -> pd.DataFrame:
+    """customers.parquet rows for the customers in `events`, using the run in `run_dir`.
+
+    `previous`: an earlier scoring's customers.parquet (customer_id, segment); with `stickiness`
+    > 0 a customer keeps that segment unless another is clearly closer (a weekly refresh that
+    does not move people on noise; see scripts/monitor.py for what it costs and buys)."""
+    if not 0.0 <= float(stickiness) < 1.0:
+        raise ConfigError(f"stickiness must be in [0, 1) (0: place afresh), got {stickiness}")
+    before = None
+    if previous is not None:
+        missing = [c for c in (OUTPUT_ID, "segment") if c not in previous.columns]
+        if missing:
+            raise ConfigError(f"previous scores lack column(s) {missing}: pass an earlier score.py customers.parquet")
+        before = previous.set_index(OUTPUT_ID)["segment"]
+    frozen = FrozenRun(run_dir, device=device)
+    return frozen.place(frozen.describe(events, cutoff), previous=before, stickiness=stickiness)
 
 
 def score_from_config(cfg) -> dict:
     """scripts/score.py: run_dir + a data config of new events → <out> (customers.parquet)."""
     from eventseg.data.sources import resolve_source
 
-    customers = score_customers(cfg.run_dir, resolve_source(cfg.data), cutoff=cfg.data.get("cutoff"), device=str(cfg.device))
+    previous = cfg.get("previous")
+    if previous is not None and not Path(str(previous)).exists():
+        raise FileNotFoundError(f"previous={previous} does not exist: pass an earlier score.py customers.parquet")
+    customers = score_customers(cfg.run_dir, resolve_source(cfg.data), cutoff=cfg.data.get("cutoff"), device=str(cfg.device),
+                                previous=None if previous is None else pd.read_parquet(str(previous)),
+                                stickiness=float(cfg.get("stickiness") or 0.0))
     out = Path(cfg.out)
     write_parquet(customers, out)
     write_sidecar(out, rows=len(customers), run_dir=str(cfg.run_dir), source=str(cfg.data.get("path") or cfg.data.get("source")))
