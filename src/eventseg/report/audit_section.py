@@ -166,5 +166,6 @@ def visualize_audit(audit: dict, attribute: str, grouping: str = "segment") -> g
         text=text, texttemplate="%{text}", hovertemplate="%{y} in %{x}: %{text} the population's share<extra></extra>",
         colorbar={"title": "vs all", "tickvals": [-2, -1, 0, 1, 2], "ticktext": ["¼×", "½×", "1×", "2×", "4×"]}))
     fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(side="top", type="category")
-    return _layout(fig, 100 + 34 * len(values))
+    fig.update_xaxes(side="top", type="category", tickangle=-25, automargin=True)
+    # room for the slanted segment names above and for the colour bar's five ticks beside
+    return _layout(fig, max(280, 180 + 34 * len(values)))
