@@ -237,6 +237,22 @@ def test_a_sticky_weekly_refresh_with_score_py_matches_the_monitor(monitored, ti
 
 
 @pytest.mark.slow
+def test_a_run_without_labels_is_monitored_without_backtests(tiny_events, tmp_path):
+    from test_train import tiny_overrides
+
+    cmd = [sys.executable, str(ROOT / "scripts" / "pipeline.py"), *tiny_overrides(tmp_path, tiny_events),
+           "trainer.max_epochs=1", "cluster.stability.n_resamples=0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = monitor_run(tmp_path / "run", tiny_events, CUTOFFS, device="cpu", report=False)
+    for period in summary["periods"]:
+        assert period["membership_churn"] is not None and period["rfm_kmeans_churn"] is not None
+        assert period["drift"]["scores"] == {} and period["drift"]["features"]
+        assert period["backtest"]["status"] == "not comparable" and "no propensity heads" in period["backtest"]["reason"]
+    assert json.loads((tmp_path / "run" / "monitor" / "summary.json").read_text())["periods"] == summary["periods"]
+
+
+@pytest.mark.slow
 def test_bad_input_fails_before_any_work(finished_run, tiny_events, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)

@@ -76,8 +76,9 @@ def backtest(events: pd.DataFrame, schema: EventSchema, cutoff: pd.Timestamp, sc
     if not out["labels"]:
         heads = [c for c in scored.columns if c.startswith(("p_", "pred_"))]
         out["status"] = "not comparable"
-        out["reason"] = (f"no head predicts a label built from events ({', '.join(labels.columns[1:])}); "
-                         f"the run's heads: {heads}")
+        out["reason"] = ("the run has no propensity heads (it was fitted without labels): nothing to backtest" if not heads
+                         else f"no head predicts a label built from events ({', '.join(labels.columns[1:])}); "
+                              f"the run's heads: {heads}")
     return out
 
 
