@@ -237,6 +237,25 @@ def test_a_sticky_weekly_refresh_with_score_py_matches_the_monitor(monitored, ti
 
 
 @pytest.mark.slow
+def test_a_failed_write_leaves_the_previous_monitoring_whole(monitored, tiny_events, tmp_path, monkeypatch):
+    import eventseg.monitor.api as api
+    from eventseg.artifacts import file_hash
+
+    run = tmp_path / "run"
+    shutil.copytree(monitored[0], run)
+    before = {p.name: file_hash(p) for p in (run / "monitor").iterdir()}
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(api, "write_json", fail)  # the summary is the last file written
+    with pytest.raises(OSError, match="disk full"):
+        monitor_run(run, tiny_events, CUTOFFS[1:], device="cpu", report=False)
+    assert {p.name: file_hash(p) for p in (run / "monitor").iterdir()} == before
+    assert [p.name for p in run.iterdir() if ".tmp-" in p.name] == []
+
+
+@pytest.mark.slow
 def test_a_run_without_labels_is_monitored_without_backtests(tiny_events, tmp_path):
     from test_train import tiny_overrides
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eventseg.artifacts import read_json_if_exists, write_json, write_parquet, write_sidecar
+from eventseg.artifacts import atomic_path, read_json_if_exists, write_json, write_parquet, write_sidecar
 from eventseg.data.ids import check_id_kind
 from eventseg.data.labels import check_purchase_filter
 from eventseg.data.schema import OUTPUT_ID
@@ -62,8 +62,9 @@ def monitor_run(run_dir: str | os.PathLike, events, cutoffs, *, thresholds: Thre
     check_id_kind(df[schema.id_col], run_customers[OUTPUT_ID], schema.id_col, "the monitored events")
     check_cutoff_range(df, schema.time_col, cutoffs)
 
-    reference = _reference_population(run, run_customers)
-    refs = reference_metrics(read_json_if_exists(run / "propensity_metrics.json"))
+    context = {"df": df, "schema": schema, "horizon": horizon, "purchases": purchases, "psi_bins": psi_bins,
+               "reference": _reference_population(run, run_customers),
+               "refs": reference_metrics(read_json_if_exists(run / "propensity_metrics.json"))}
     n_segments = int((frozen.segments.query("level == 'broad'")["segment"] >= 0).sum())
     dates, assignments, seconds = [], [], {}
     rfm_model = smoothed = None
@@ -75,57 +76,69 @@ def monitor_run(run_dir: str | os.PathLike, events, cutoffs, *, thresholds: Thre
         customers = frozen.place(described, outcomes=placing, previous=dates[-1]["segment"] if dates else None,
                                  stickiness=stickiness)
         t2 = time.perf_counter()
-        aggregates = described.aggregates
-        rfm = rfm_from_aggregates(aggregates, schema)
+        rfm = rfm_from_aggregates(described.aggregates, schema)
         if rfm_model is None:  # the analyst's segmentation, frozen at the first cutoff like ours is at the run's
-            rows = sample_rows(len(rfm), RFM_FIT_SAMPLE, seed)
-            rfm_model = RFMKMeans(max(n_segments, 1), seed).fit(rfm.iloc[rows])
+            rfm_model = RFMKMeans(max(n_segments, 1), seed).fit(rfm.iloc[sample_rows(len(rfm), RFM_FIT_SAMPLE, seed)])
         ids = customers[OUTPUT_ID].to_numpy()
-        scores = customers[[c for c in customers.columns if c.startswith(("p_", "pred_"))]]
-        sample = sample_rows(len(ids), drift_sample, seed + i)
-        dates.append({
-            "cutoff": cutoff,
-            "segment": pd.Series(customers["segment"].to_numpy(), index=ids),
-            "rfm": pd.Series(rfm_model.predict(rfm, _previous(dates, "rfm", ids), stickiness), index=ids),
-            "embeddings": described.embeddings[sample],
-            "drift": {"features": psi_table(reference["features"], aggregates, psi_bins),
-                      "scores": psi_table(reference["scores"], scores, psi_bins)},
-            "backtest": backtest(df, schema, cutoff, customers, horizon_days=horizon, purchase_filter=purchases,
-                                 references=refs),
-        })
-        keep = [OUTPUT_ID, "segment", "subsegment", *[c for c in scores.columns if c.startswith("p_")]]
+        rfm_groups = rfm_model.predict(rfm, _previous(dates, "rfm", ids), stickiness)
+        dates.append(_date_measures(cutoff, customers, described, rfm_groups, context,
+                                    sample_rows(len(ids), drift_sample, seed + i)))
+        keep = [OUTPUT_ID, "segment", "subsegment", *[c for c in customers.columns if c.startswith("p_")]]
         assignments.append(customers[keep].assign(cutoff=cutoff))
         t3 = time.perf_counter()
         seconds[str(cutoff.date())] = {"embed_and_score": round(t1 - t0, 2), "place": round(t2 - t1, 2),
                                        "measure": round(t3 - t2, 2), "total": round(t3 - t0, 2)}
         print(f"[monitor] {cutoff.date()}: {len(ids):,} customers scored in {t3 - t0:.1f} s")
 
-    periods, flows = [], []
-    for before, after in zip(dates, dates[1:]):
-        period = _period(before, after, thresholds, seed)
-        periods.append(period)
-        flows.append(transitions(before["segment"], after["segment"])
-                     .assign(from_cutoff=before["cutoff"], to_cutoff=after["cutoff"]))
+    periods = [_period(before, after, thresholds, seed) for before, after in zip(dates, dates[1:])]
     refresh, reasons = refresh_verdict(periods)
     summary = {
         "run_dir": str(run), "cutoffs": [str(c.date()) for c in cutoffs], "horizon_days": horizon,
-        "stickiness": stickiness, "smoothing": smoothing, "thresholds": thresholds.__dict__, "drift_reference": "the run's own customers at its cutoff",
+        "stickiness": stickiness, "smoothing": smoothing, "thresholds": thresholds.__dict__,
+        "drift_reference": "the run's own customers at its cutoff",
         "periods": periods, "refresh_recommended": refresh, "refresh_reasons": reasons,
         "latest_backtest": _latest_backtest(dates), "seconds_per_cutoff": seconds,
     }
-    out = run / MONITOR_DIR
-    table = pd.concat(assignments, ignore_index=True)
-    table = table[[OUTPUT_ID, "cutoff", *[c for c in table.columns if c not in (OUTPUT_ID, "cutoff")]]]
-    write_parquet(table, out / "assignments.parquet")
-    write_sidecar(out / "assignments.parquet", rows=len(table), run_dir=str(run), cutoffs=summary["cutoffs"])
-    flow = pd.concat(flows, ignore_index=True)[["from_cutoff", "to_cutoff", "from_segment", "to_segment", "customers"]]
-    write_parquet(flow, out / "transitions.parquet")
-    write_json(summary, out / "summary.json")
+    _write_outputs(run / MONITOR_DIR, assignments, dates, summary)
     if report:
         from eventseg.report import rebuild_run_report
 
         rebuild_run_report(run)
     return summary
+
+
+def _date_measures(cutoff: pd.Timestamp, customers: pd.DataFrame, described, rfm_groups: np.ndarray, context: dict,
+                   sample: np.ndarray) -> dict:
+    """What one date contributes to the periods around it: segments, baseline groups, a sample of
+    embeddings, drift against the run's customers, and the backtest of this date's scores."""
+    ids = customers[OUTPUT_ID].to_numpy()
+    scores = customers[[c for c in customers.columns if c.startswith(("p_", "pred_"))]]
+    reference = context["reference"]
+    return {
+        "cutoff": cutoff,
+        "segment": pd.Series(customers["segment"].to_numpy(), index=ids),
+        "rfm": pd.Series(rfm_groups, index=ids),
+        "embeddings": described.embeddings[sample],
+        "drift": {"features": psi_table(reference["features"], described.aggregates, context["psi_bins"]),
+                  "scores": psi_table(reference["scores"], scores, context["psi_bins"])},
+        "backtest": backtest(context["df"], context["schema"], cutoff, customers, horizon_days=context["horizon"],
+                             purchase_filter=context["purchases"], references=context["refs"]),
+    }
+
+
+def _write_outputs(out: Path, assignments: list[pd.DataFrame], dates: list[dict], summary: dict) -> None:
+    """The three files as one folder, renamed into place only when all are written: a failure
+    leaves the previous monitoring whole, never a new summary beside old assignments."""
+    table = pd.concat(assignments, ignore_index=True)
+    table = table[[OUTPUT_ID, "cutoff", *[c for c in table.columns if c not in (OUTPUT_ID, "cutoff")]]]
+    flows = pd.concat([transitions(a["segment"], b["segment"]).assign(from_cutoff=a["cutoff"], to_cutoff=b["cutoff"])
+                       for a, b in zip(dates, dates[1:])], ignore_index=True)
+    with atomic_path(out) as tmp:
+        write_parquet(table, tmp / "assignments.parquet")
+        write_sidecar(tmp / "assignments.parquet", rows=len(table), run_dir=summary["run_dir"], cutoffs=summary["cutoffs"])
+        write_parquet(flows[["from_cutoff", "to_cutoff", "from_segment", "to_segment", "customers"]],
+                      tmp / "transitions.parquet")
+        write_json(summary, tmp / "summary.json")
 
 
 def _smoothed(scores: pd.DataFrame | None, earlier: pd.DataFrame | None, weight: float) -> pd.DataFrame | None:
