@@ -142,3 +142,43 @@ def test_evaluate_publishes_the_chosen_baseline_and_says_so():
     assert outcome["verdict"] == "no better than RFM here: scores come from RFM logistic"
     np.testing.assert_array_equal(out["scores"]["p_buy"], out["candidate_scores"]["rfm_logistic__p_buy"])
     assert out["metrics"]["summary"]["buy"]["selected"] == "rfm_logistic"
+
+
+def _pooled(driver, n, seed=0):
+    train, y_train, val, y_val = planted(n=n, driver=driver, seed=seed)
+    pooled = CandidateInputs(np.vstack([train.representation, val.representation]),
+                             pd.concat([train.aggregates, val.aggregates], ignore_index=True),
+                             pd.concat([train.rfm, val.rfm], ignore_index=True))
+    return train, y_train, val, y_val, pooled, pd.concat([y_train, y_val], ignore_index=True)
+
+
+@pytest.mark.parametrize("driver, expect_baseline", [("recency", True), ("representation", False)])
+def test_cross_validated_choice_scores_every_labelled_customer_out_of_fold(driver, expect_baseline):
+    """Each non-stack candidate gets one out-of-fold ROC-AUC per fold over train + validation, and the
+    choice follows the same simplest-within-tolerance rule on their means."""
+    train, y_train, val, y_val, pooled, y_all = _pooled(driver, n=1500)
+    model = PropensityModel(heads={"kind": "logistic"}).fit(train, y_train, val, y_val, kinds=(["buy"], []))
+    result = model.reselect_by_cross_validation(pooled, y_all, np.ones(len(y_all), dtype=bool), folds=3)["buy"]
+    cv = result["cv_roc_auc"]
+    assert STACK not in cv and set(cv) == set(model.validation_["buy"]) - {STACK}
+    assert result["selected"] == model.selected_["buy"] == select(cv, BINARY_ORDER, model.tolerance)
+    assert (model.selected_["buy"] in BASELINES) == expect_baseline, cv
+
+
+def test_evaluate_chooses_by_cross_validation_only_for_small_labelled_sets():
+    from eventseg.predict import evaluate_propensity
+
+    rng = np.random.default_rng(2)
+    n = 800
+    ids = np.arange(n) + 1
+    end = pd.Timestamp("2025-06-01")
+    recency = rng.exponential(30.0, n)
+    events = pd.DataFrame({"customer_id": np.repeat(ids, 2), "ts": end - pd.to_timedelta(np.r_[recency, recency + 30], unit="D"),
+                           "event_type": "purchase", "amount": rng.lognormal(3, 1, 2 * n)})
+    labels = pd.DataFrame({"customer_id": ids, "buy": (rng.random(n) < 1 / (1 + np.exp(-(2.0 - np.log1p(recency))))).astype(float)})
+    args = (ids, rng.standard_normal((n, 4)), labels, events, SCHEMA)
+    small = evaluate_propensity(*args, {"kind": "logistic", "selection": {"cv_folds": 3}}, seed=0)["metrics"]["selection"]
+    assert set(small["cross_validation"]["buy"]["cv_roc_auc"]) >= set(BASELINES)
+    assert small["rule"].startswith("highest mean ROC-AUC over 3-fold refits")
+    large = evaluate_propensity(*args, {"kind": "logistic", "selection": {"cv_max_customers": 100}}, seed=0)["metrics"]["selection"]
+    assert large["cross_validation"] is None and large["rule"].startswith("highest validation ROC-AUC")

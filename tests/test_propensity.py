@@ -249,6 +249,7 @@ def test_heads_config_group_builds_heads(name):
     cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "heads" / f"{name}.yaml")
     heads = PropensityHeads.from_config(cfg)  # the selection block is not a heads setting
     assert heads.kind == name and heads.config["calibrate"] == "auto" and heads.config["concat_rfm"] is False
-    assert set(cfg.selection) == {"tolerance", "stack_folds", "n_boot", "bootstrap_seed"} and cfg.selection.n_boot == 1000
+    assert set(cfg.selection) == {"tolerance", "stack_folds", "n_boot", "bootstrap_seed", "cv_folds", "cv_max_customers"}
+    assert cfg.selection.n_boot == 1000
     with pytest.raises(ValueError, match="unknown heads setting"):
         PropensityHeads.from_config({"kind": name, "hiden": [8]})

@@ -11,7 +11,10 @@ Continuous targets get `aggregate_hgb`, `rep_ridge` and `rep_hgb` (regressors).
 
 The choice: the highest validation ROC-AUC (R² for targets), except that a simpler candidate
 within `tolerance` (0.002) of it wins: ties and near-ties go to the simpler model, and to a
-baseline first. Validation is never used to fit a candidate (the MLP early-stops on a slice of
+baseline first. When few customers are labelled (heads.selection.cv_max_customers, 10,000 by
+default), binary labels are chosen instead by the mean ROC-AUC of 5-fold refits over training +
+validation (`reselect_by_cross_validation`): one small validation split cannot tell candidates
+apart. Validation is never used to fit a candidate (the MLP early-stops on a slice of
 the training customers), only to calibrate it (monotone: ROC-AUC unchanged) and to choose. A
 target whose chosen regressor has validation R² <= 0 is not published.
 """
@@ -195,6 +198,40 @@ class PropensityModel(BaseEstimator):
             r2 = per[chosen]["r2"] if chosen else None
             self.published_[target] = chosen if r2 is not None and r2 > 0 else None
         return self
+
+    def reselect_by_cross_validation(self, inputs: CandidateInputs, labels: pd.DataFrame, rows: np.ndarray,
+                                     folds: int = 5) -> dict:
+        """Choose each binary label's candidate by its mean ROC-AUC over `folds` refits on `rows`
+        (the labelled training + validation customers), each scored on the fold it did not see.
+
+        With a few hundred validation customers one split's AUCs differ by more than the
+        candidates do; every labelled customer scored once out of fold gives the choice
+        several times the evidence. The published models stay the ones fitted on the training
+        split (calibrated on validation): only the choice changes. The stack, itself fitted on
+        a validation split, is not a contender here. {label: {"cv_roc_auc": {...}, "selected": name}}.
+        """
+        check_is_fitted(self, "selected_")
+        pool = np.flatnonzero(rows)
+        out = {}
+        for label in self.binary_:
+            y = labels[label].to_numpy(np.float64)[pool]
+            known = pool[~np.isnan(y)]
+            y_known = labels[label].to_numpy(np.float64)[known]
+            per_fold: dict[str, list[float]] = {}
+            for fit_pos, held_pos in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(known, y_known):
+                a, b = known[fit_pos], known[held_pos]
+                fold = PropensityModel(heads=self.heads, tolerance=self.tolerance, stack_folds=self.stack_folds, seed=self.seed)
+                fold.fit(inputs.take(a), labels.iloc[a][[label]], inputs.take(b), labels.iloc[b][[label]], kinds=([label], []))
+                for name, metrics in fold.validation_[label].items():
+                    if name != STACK and metrics.get("roc_auc") is not None:
+                        per_fold.setdefault(name, []).append(metrics["roc_auc"])
+            cv = {name: float(np.mean(v)) for name, v in per_fold.items() if len(v) == folds}
+            chosen = select(cv, BINARY_ORDER, self.tolerance)
+            if chosen is not None and f"{chosen}" in self.fits_:
+                self.selected_[label] = chosen
+            out[label] = {"cv_roc_auc": {k: round(v, 4) for k, v in cv.items()}, "selected": self.selected_[label]}
+        self.cross_validation_ = out
+        return out
 
     # scoring ----------------------------------------------------------------------------------
 
