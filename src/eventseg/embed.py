@@ -62,6 +62,12 @@ class EmbeddingsFileError(UserError):
 # ---- batching ---------------------------------------------------------------------------
 
 
+def model_columns_hint(schema, what: str) -> str:
+    """The line that ends a bad-events error wherever a trained model reads events."""
+    return (f"the model was trained on events with id column '{schema.id_col}', time column '{schema.time_col}', "
+            f"categorical {list(schema.categorical)} and numeric {list(schema.numeric)}; {what} need the same columns")
+
+
 def length_batches(
     lengths: np.ndarray, indices: np.ndarray | None = None, batch_size: int = 256,
     max_batch_events: int | None = DEFAULT_MAX_BATCH_EVENTS,
@@ -193,11 +199,7 @@ class Embedder:
                 return encode_events(events, self.encoders, max_len=self.max_len, on_invalid=on_invalid, cutoff=cutoff)
         except EventDataError as err:
             schema = self.encoders.schema
-            hint = (
-                f"the model was trained on events with id column '{schema.id_col}', time column "
-                f"'{schema.time_col}', categorical {list(schema.categorical)} and numeric {list(schema.numeric)}; "
-                "the events to embed need the same columns"
-            )
+            hint = model_columns_hint(schema, "the events to embed")
             raise EventDataError(err.problems + [hint]) from None
 
     # ---- inference ---------------------------------------------------------------------

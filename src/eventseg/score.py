@@ -19,6 +19,7 @@ import pandas as pd
 from eventseg.artifacts import write_parquet, write_sidecar
 from eventseg.checkpoint import run_checkpoint
 from eventseg.cluster import CLUSTERER_FILE, SegmentClusterer
+from eventseg.cluster.broad import check_stickiness
 from eventseg.data.io import read_events
 from eventseg.data.schema import OUTPUT_ID, EventSchema
 from eventseg.embed import Embedder
@@ -109,9 +110,10 @@ class FrozenRun:
         customers = build_customers(clusters, described.scores, tier_cuts=self.tier_cuts)
         return attach_names(customers, self.segments)
 
-    def score(self, events: pd.DataFrame | str | os.PathLike, cutoff=None) -> pd.DataFrame:
+    def score(self, events: pd.DataFrame | str | os.PathLike, cutoff=None, *, previous: pd.Series | None = None,
+              stickiness: float = 0.0) -> pd.DataFrame:
         """customers.parquet rows for every customer with events before `cutoff`, as the run would."""
-        return self.place(self.describe(events, cutoff))
+        return self.place(self.describe(events, cutoff), previous=previous, stickiness=stickiness)
 
 
 def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.DataFrame, *, cutoff=None,
@@ -121,16 +123,14 @@ def score_customers(run_dir: str | os.PathLike, events: str | os.PathLike | pd.D
     `previous`: an earlier scoring's customers.parquet (customer_id, segment); with `stickiness`
     > 0 a customer keeps that segment unless another is clearly closer (a weekly refresh that
     does not move people on noise; see scripts/monitor.py for what it costs and buys)."""
-    if not 0.0 <= float(stickiness) < 1.0:
-        raise ConfigError(f"stickiness must be in [0, 1) (0: place afresh), got {stickiness}")
+    stickiness = check_stickiness(stickiness)
     before = None
     if previous is not None:
         missing = [c for c in (OUTPUT_ID, "segment") if c not in previous.columns]
         if missing:
             raise ConfigError(f"previous scores lack column(s) {missing}: pass an earlier score.py customers.parquet")
         before = previous.set_index(OUTPUT_ID)["segment"]
-    frozen = FrozenRun(run_dir, device=device)
-    return frozen.place(frozen.describe(events, cutoff), previous=before, stickiness=stickiness)
+    return FrozenRun(run_dir, device=device).score(events, cutoff, previous=before, stickiness=stickiness)
 
 
 def score_from_config(cfg) -> dict:

@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import stats
 from scipy.stats.contingency import association as _cramers_v
 
-from eventseg.segment_insights.observed import _wilson
+from eventseg.segment_insights.observed import wilson_interval
 
 CORRECTIONS = ("holm", "bh")
 
@@ -50,7 +50,7 @@ def representation(table: pd.DataFrame) -> pd.DataFrame:
                          "population_share": population_share, "p": float(stats.fisher_exact(inside)[1])})
     out = pd.DataFrame(rows)
     out["share"] = out["count"] / out["group_n"]
-    lo, hi = _wilson(out["share"].to_numpy(), None, out["group_n"].to_numpy())
+    lo, hi = wilson_interval(out["share"].to_numpy(), None, out["group_n"].to_numpy())
     out["ratio"] = out["share"] / out["population_share"]
     out["ci_low"], out["ci_high"] = lo / out["population_share"], hi / out["population_share"]
     return out

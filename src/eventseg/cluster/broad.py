@@ -24,6 +24,7 @@ import pandas as pd
 
 from eventseg.cluster.inputs import ClusterInputError
 from eventseg.data.encoders import signed_log1p
+from eventseg.errors import ConfigError
 from eventseg.predict.calibration import logit
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,14 @@ def _nearest(S: np.ndarray, centers: np.ndarray) -> np.ndarray:
     from sklearn.metrics import pairwise_distances_argmin
 
     return pairwise_distances_argmin(S, centers)
+
+
+def check_stickiness(stickiness) -> float:
+    """The sticky-placement margin as a float in [0, 1): checked where it is set, before any work."""
+    value = float(stickiness)
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"stickiness must be in [0, 1) (0: place afresh at every date), got {stickiness}")
+    return value
 
 
 def nearest_keeping_previous(distances: np.ndarray, previous, stickiness: float) -> np.ndarray:

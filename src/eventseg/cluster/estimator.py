@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from eventseg.cluster.broad import BroadLevel, OutcomeSpace
+from eventseg.cluster.broad import BroadLevel, OutcomeSpace, check_stickiness
 from eventseg.cluster.hierarchy import MicroLevel
 from eventseg.cluster.inputs import ClusterInputError, _parse_range, check_embeddings
 from eventseg.cluster.params import check_params, config_kwargs
@@ -366,9 +366,7 @@ class SegmentClusterer(ClusterMixin, BaseEstimator):
         outcomes = self._outcome_frame(outcomes, len(X))
         if self.outcome_space_ is not None and outcomes is None:
             self._broad_space(None, None)  # raises the explanation
-        stickiness = float(stickiness)
-        if not 0.0 <= stickiness < 1.0:
-            raise ClusterInputError(f"stickiness must be in [0, 1), got {stickiness}")
+        stickiness = check_stickiness(stickiness)
         if previous is not None:
             previous = np.asarray(previous, dtype=np.int64)
             if previous.shape != (len(X),):

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from eventseg.artifacts import atomic_path, read_json_if_exists, write_json, write_parquet, write_sidecar
+from eventseg.cluster.broad import check_stickiness
 from eventseg.data.ids import check_id_kind
 from eventseg.data.labels import check_purchase_filter
 from eventseg.data.schema import OUTPUT_ID
@@ -44,8 +45,7 @@ def monitor_run(run_dir: str | os.PathLike, events, cutoffs, *, thresholds: Thre
     thresholds = thresholds or Thresholds()
     if not 0.0 < float(smoothing) <= 1.0:
         raise ConfigError(f"smoothing must be in (0, 1] (1: place on this date's scores alone), got {smoothing}")
-    if not 0.0 <= float(stickiness) < 1.0:
-        raise ConfigError(f"stickiness must be in [0, 1) (0: place afresh at every date), got {stickiness}")
+    stickiness = check_stickiness(stickiness)
     cutoffs = parse_cutoffs(cutoffs)
     frozen = FrozenRun(run, device=device)  # refuses a missing, incomplete, tampered or other-version run
     if frozen.aggregate_builder is None:

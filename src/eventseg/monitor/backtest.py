@@ -22,8 +22,8 @@ import pandas as pd
 from eventseg.data.labels import build_labels
 from eventseg.data.schema import OUTPUT_ID, EventSchema
 from eventseg.predict.metrics import classification_metrics, regression_metrics
+from eventseg.segments import Z95
 
-Z95 = 1.959963984540054
 
 
 def auc_standard_error(auc: float, positives: int, negatives: int) -> float | None:

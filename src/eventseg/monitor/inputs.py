@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from eventseg.data.validate import EventDataError, validate_events
+from eventseg.embed import model_columns_hint
 from eventseg.errors import ConfigError
 
 
@@ -41,10 +42,7 @@ def read_monitored_events(frozen, events) -> pd.DataFrame:
     try:
         df, _ = validate_events(frozen.read(events), schema, "fail")
     except EventDataError as err:
-        hint = (f"the run's model reads id column '{schema.id_col}', time column '{schema.time_col}', "
-                f"categorical {list(schema.categorical)} and numeric {list(schema.numeric)}; "
-                "the monitored events need the same columns")
-        raise EventDataError(err.problems + [hint]) from None
+        raise EventDataError(err.problems + [model_columns_hint(schema, "the monitored events")]) from None
     return df
 
 

@@ -10,9 +10,9 @@ import plotly.graph_objects as go
 
 from eventseg.audit.disclosure import PRIMARY
 from eventseg.audit.wording import CORRECTION_NAMES, flag_text, grouping_name, p_value
-from eventseg.report.figures import _layout, short_name
+from eventseg.report.figures import styled_layout, short_name
 from eventseg.report.format import MISSING, esc, fixed, integer, interval, number, percent, ratio, words
-from eventseg.report.sections import _table
+from eventseg.report.sections import html_table
 
 
 def audit_section(audit: dict, figure=None) -> str:
@@ -90,13 +90,13 @@ def _attribute(name: str, about: dict, by_grouping: list[tuple[str, dict]], sett
                            integer(f["n"]), _suppressed(f, limit) if f.get("rate") is None else percent(f["rate"]),
                            _fifths_ratio(f), MISSING if f.get("p_adjusted") is None else p_value(f["p_adjusted"])])
         cells.append(f"<h4>{esc(grouping_name(grouping))}</h4>" + _matrix(grouping, r, names, limit))
-    parts = [head, _table(["compared with", esc(settings.get("noun", "customers")), "χ² (dof)", "Cramér's V",
+    parts = [head, html_table(["compared with", esc(settings.get("noun", "customers")), "χ² (dof)", "Cramér's V",
                            "p", "p after correction", f"left out (every cell under {limit})"], overall, "compact")]
-    parts.append(_table(["group", "value", "vs population", "share: group vs all", "p after correction"], flagged, "compact")
+    parts.append(html_table(["group", "value", "vs population", "share: group vs all", "p after correction"], flagged, "compact")
                  if flagged else '<p class="muted">no cell flagged</p>')
     if fifths:
         parts.append("<details><summary>high-tier rates (four-fifths rule)</summary>"
-                     + _table(["tier", "value", "n", "high-tier rate", "vs reference", "p after correction"], fifths, "compact")
+                     + html_table(["tier", "value", "n", "high-tier rate", "vs reference", "p after correction"], fifths, "compact")
                      + "</details>")
     parts.append("<details><summary>every cell: share of the group vs share of all</summary>" + "".join(cells) + "</details>")
     return "".join(parts)
@@ -140,7 +140,7 @@ def _matrix(grouping: str, r: dict, names: dict, limit: int) -> str:
     total = sum(v["n"] for v in r["values"])
     rows = [[esc(v["value"]), percent(v["n"] / total)] + [_cell(by_cell[(v["value"], g)], limit) for g in groups]
             for v in r["values"]]
-    return _table(head, rows, "compact")
+    return html_table(head, rows, "compact")
 
 
 def visualize_audit(audit: dict, attribute: str, grouping: str = "segment") -> go.Figure:
@@ -168,4 +168,4 @@ def visualize_audit(audit: dict, attribute: str, grouping: str = "segment") -> g
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(side="top", type="category", tickangle=-25, automargin=True)
     # room for the slanted segment names above and for the colour bar's five ticks beside
-    return _layout(fig, max(280, 180 + 34 * len(values)))
+    return styled_layout(fig, max(280, 180 + 34 * len(values)))

@@ -39,7 +39,7 @@ def short_name(segment: int, name: str) -> str:
     return head if int(segment) < 0 else f"#{int(segment)} {head}"
 
 
-def _layout(fig: go.Figure, height: int, **kw) -> go.Figure:
+def styled_layout(fig: go.Figure, height: int, **kw) -> go.Figure:
     fig.update_layout(template=TEMPLATE, height=height, font=FONT, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       hoverlabel={"align": "left"}, **kw)
     return fig
@@ -92,7 +92,7 @@ def visualize_map(ids, matrix, customers: pd.DataFrame, *, max_points: int = MAP
             customdata=np.column_stack(custom).astype(object) if len(custom) > 1 else np.asarray(custom[0])[:, None],
             hovertemplate=head + "<br>" + "<br>".join(lines) + "<extra></extra>"))
     var = pca.explained_variance_ratio_
-    return _layout(fig, 560, xaxis={"title": f"PC 1 ({percent(var[0])} of variance)", "zeroline": False},
+    return styled_layout(fig, 560, xaxis={"title": f"PC 1 ({percent(var[0])} of variance)", "zeroline": False},
                    yaxis={"title": f"PC 2 ({percent(var[1])} of variance)", "zeroline": False},
                    legend={"itemsizing": "constant", "title": {"text": "broad segment (click to hide)"}},
                    title={"text": f"{len(take):,} of {len(ids):,} customers" if len(take) < len(ids) else f"{len(ids):,} customers",
@@ -109,7 +109,7 @@ def visualize_sizes(segments: pd.DataFrame) -> go.Figure:
         text=[f"{int(n):,} · {percent(s)}" for n, s in zip(broad["size"], broad["share"])], textposition="auto",
         hovertemplate="%{y}<br>%{x:,} customers<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, 80 + 34 * len(broad), xaxis={"title": "customers", "tickformat": ","}, showlegend=False)
+    return styled_layout(fig, 80 + 34 * len(broad), xaxis={"title": "customers", "tickformat": ","}, showlegend=False)
 
 
 def visualize_profile(segments: pd.DataFrame) -> go.Figure:
@@ -126,7 +126,7 @@ def visualize_profile(segments: pd.DataFrame) -> go.Figure:
         customdata=values, hovertemplate="%{y}<br>%{x}: %{text} everyone's<extra></extra>",
         colorbar={"title": "vs all", "tickvals": [-2, -1, 0, 1, 2], "ticktext": ["¼×", "½×", "1×", "2×", "4×"]}))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, 90 + 34 * len(broad), xaxis={"side": "top"})
+    return styled_layout(fig, 90 + 34 * len(broad), xaxis={"side": "top"})
 
 
 def visualize_lift(segments: pd.DataFrame) -> go.Figure:
@@ -156,6 +156,6 @@ def visualize_lift(segments: pd.DataFrame) -> go.Figure:
         fig.add_vline(x=1.0, line_width=1, line_color="#444", row=1, col=i)
         fig.update_xaxes(title_text="× everyone", row=1, col=i)
     fig.update_yaxes(autorange="reversed")
-    _layout(fig, 130 + 34 * len(broad), barmode="overlay",
+    styled_layout(fig, 130 + 34 * len(broad), barmode="overlay",
                    legend={"orientation": "h", "y": -0.12 - 1.5 / len(broad), "x": 0})
     return fig.update_layout(margin={"t": 64})  # subplot titles clear of the mode bar

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from eventseg.report.figures import _layout, short_name
+from eventseg.report.figures import styled_layout, short_name
 from eventseg.report.format import esc, fixed, integer, percent, signed, words
-from eventseg.report.sections import _table
+from eventseg.report.sections import html_table
 
 ORDER_LAST = ("new", "gone", "-1")  # the pseudo-segments after the real ones
 
@@ -43,7 +43,7 @@ def visualize_transitions(transitions: pd.DataFrame, segments: pd.DataFrame, *, 
                                colorscale="Blues", zmin=0, zmax=1, colorbar={"title": "share of row"}))
     fig.update_yaxes(autorange="reversed", title="from")
     fig.update_xaxes(title="to", side="top")
-    return _layout(fig, 120 + 36 * len(rows), title=title)
+    return styled_layout(fig, 120 + 36 * len(rows), title=title)
 
 
 def visualize_churn(summary: dict) -> go.Figure:
@@ -58,7 +58,7 @@ def visualize_churn(summary: dict) -> go.Figure:
     if limit is not None:
         fig.add_hline(y=limit, line_dash="dot", line_color="#d62728", annotation_text=f"limit {limit:.0%}")
     fig.update_yaxes(tickformat=".0%", title="customers changing segment")
-    return _layout(fig, 340, barmode="group", legend={"orientation": "h", "y": 1.12, "x": 0})
+    return styled_layout(fig, 340, barmode="group", legend={"orientation": "h", "y": 1.12, "x": 0})
 
 
 def _backtest_rows(summary: dict) -> list[list[str]]:
@@ -109,14 +109,14 @@ def monitoring_section(summary: dict, transitions: pd.DataFrame | None, segments
             top = ", ".join(f"{a['subject']} {a['value']:.2f}" for a in drifted[:4])
             alert_rows.append([when, "feature psi", esc(f"{len(drifted)} aggregate feature(s) above PSI "
                                                        f"{drifted[0]['threshold']:.2f}: {top}" + (" …" if len(drifted) > 4 else ""))])
-    parts.append("<h3>Alerts</h3>" + (_table(["period", "kind", "what"], alert_rows, "models compact") if alert_rows
+    parts.append("<h3>Alerts</h3>" + (html_table(["period", "kind", "what"], alert_rows, "models compact") if alert_rows
                                       else '<p class="muted">none</p>'))
     churn_rows = [[esc(f"{p['from']} → {p['to']}"), integer(p["customers_both"]), integer(p["new_customers"]),
                    percent(p["membership_churn"]), percent(p["rfm_kmeans_churn"]), fixed(p["drift"].get("embedding_auc"))]
                   for p in periods]
-    parts.append("<h3>Periods</h3>" + _table(["period", "customers at both dates", "new", "changed segment",
+    parts.append("<h3>Periods</h3>" + html_table(["period", "customers at both dates", "new", "changed segment",
                                               "RFM k-means changed", "embedding drift AUC"], churn_rows, "models compact"))
-    parts.append("<h3>Backtest of the frozen heads</h3>" + _table(
+    parts.append("<h3>Backtest of the frozen heads</h3>" + html_table(
         ["scored at", "label", "ROC-AUC (R² for amounts)", "run's test AUC", "change (95% interval)", "mean score", "observed rate"],
         _backtest_rows(summary), "models compact"))
     return "".join(parts)

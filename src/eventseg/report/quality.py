@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from eventseg.report.figures import PALETTE, _layout
+from eventseg.report.figures import PALETTE, styled_layout
 
 CURVE_POINTS = 101  # a gain curve drawn at every 1% of customers: the file stays small at any size
 
@@ -32,7 +32,7 @@ def visualize_gain(y, scores, *, title: str | None = None) -> go.Figure:
         gains = np.concatenate([[0.0], np.cumsum(y[order]) / positives])[at]
         fig.add_trace(go.Scatter(x=share, y=gains, mode="lines", name=model, line={"color": PALETTE[i], "width": 2},
                                  hovertemplate=f"{model}<br>top %{{x:.0%}} contacted → %{{y:.0%}} of positives<extra></extra>"))
-    return _layout(fig, 360, title={"text": title or "cumulative gain", "font": {"size": 13}},
+    return styled_layout(fig, 360, title={"text": title or "cumulative gain", "font": {"size": 13}},
                    xaxis={"title": "share of customers contacted (highest score first)", "tickformat": ".0%"},
                    yaxis={"title": "share of positives captured", "tickformat": ".0%", "range": [0, 1.02]},
                    legend={"x": 0.98, "xanchor": "right", "y": 0.02, "yanchor": "bottom"})
@@ -62,7 +62,7 @@ def visualize_calibration(y, scores, *, bins: int = 10, title: str | None = None
                                  hovertemplate=f"{model}<br>predicted %{{x:.0%}}, observed %{{y:.0%}}"
                                                "<br>%{customdata:,} customers<extra></extra>"))
     edge = min(1.0, top * 1.08 + 0.02)
-    return _layout(fig, 360, title={"text": title or "calibration", "font": {"size": 13}},
+    return styled_layout(fig, 360, title={"text": title or "calibration", "font": {"size": 13}},
                    xaxis={"title": "predicted probability", "tickformat": ".0%", "range": [0, edge]},
                    yaxis={"title": "observed rate", "tickformat": ".0%", "range": [0, edge]},
                    legend={"x": 0.02, "y": 0.98})

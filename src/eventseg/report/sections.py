@@ -9,7 +9,7 @@ from eventseg.report.format import MISSING, esc, fixed, integer, interval, missi
 from eventseg.report.inputs import ReportInputs
 
 
-def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+def html_table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     return (f'<div class="wide"><table class="{cls}"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
             + "</tbody></table></div>")
@@ -129,7 +129,7 @@ def candidates_table(inputs: ReportInputs, label: str) -> str:
                          fixed(t.get("r2")), number(t.get("mae")), number(t.get("rmse")), number(t.get("mean"))])
     n = next((c.get("test", {}).get("n") for c in candidates.values() if c.get("test")), None)
     note = f'<p class="muted">{integer(n)} test customers; the published model is in bold</p>' if n else ""
-    return _table(head, rows, "models") + note
+    return html_table(head, rows, "models") + note
 
 
 def segments_vs_rfm(inputs: ReportInputs) -> str:
@@ -144,7 +144,7 @@ def segments_vs_rfm(inputs: ReportInputs) -> str:
         rows.append([esc(words(label)), fixed(eta.get("eventseg")), fixed(eta.get("rfm_kmeans")),
                      fixed(eta.get("limit")), esc(r.get("verdict") or MISSING)])
     return ("<h3>Do the segments separate outcomes better than RFM groups?</h3>"
-            + _table(["outcome", "η² segments", "η² RFM k-means", "η² limit (score tiers)", "verdict"], rows, "models")
+            + html_table(["outcome", "η² segments", "η² RFM k-means", "η² limit (score tiers)", "verdict"], rows, "models")
             + '<p class="muted">η²: share of the observed outcome\'s variance explained by group membership, on test customers</p>')
 
 
@@ -166,7 +166,7 @@ def stability(inputs: ReportInputs) -> str:
                  number(s.get("ari_seed")), percent(s.get("largest_share")), number(s.get("silhouette")),
                  "chosen" if s.get("chosen") else ("eligible" if s.get("eligible") else "unstable")] for s in selection]
         out += ("<details><summary>how the number of broad segments was chosen</summary>"
-                + _table(["segments", "ARI resamples", "ARI seed", "largest", "silhouette", ""], rows, "models compact")
+                + html_table(["segments", "ARI resamples", "ARI seed", "largest", "silhouette", ""], rows, "models compact")
                 + "</details>")
     dense = (cm.get("dense") or {}).get("stability") or {}
     if dense.get("ari_mean") is not None:

@@ -43,7 +43,7 @@ def observed_outcomes(customers: pd.DataFrame, outcomes: pd.DataFrame, eval_ids=
         n, mean, std = groups.count(), groups.mean(), groups.std(ddof=1)
         table = pd.DataFrame({"observed_n": any_outcome[rows].groupby(seg).sum()})
         for c in columns:
-            lo, hi = (_wilson if binary[c] else _normal)(mean[c].to_numpy(), std[c].to_numpy(), n[c].to_numpy())
+            lo, hi = (wilson_interval if binary[c] else _normal)(mean[c].to_numpy(), std[c].to_numpy(), n[c].to_numpy())
             table[f"observed_{c}"] = mean[c]
             table[f"observed_{c}_lo"], table[f"observed_{c}_hi"] = lo, hi
             table[f"observed_lift_{c}"] = mean[c] / overall[c] if overall[c] > 0 else np.nan
@@ -53,7 +53,7 @@ def observed_outcomes(customers: pd.DataFrame, outcomes: pd.DataFrame, eval_ids=
     return pd.concat(parts, ignore_index=True)
 
 
-def _wilson(p: np.ndarray, _std, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def wilson_interval(p: np.ndarray, _std, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of a proportion: sensible at 0%, 100% and for a handful of customers."""
     n = n.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
