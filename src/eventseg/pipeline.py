@@ -19,7 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from eventseg.artifacts import atomic_path, sidecar_path, write_json, write_parquet, write_sidecar
-from eventseg.checkpoint import run_checkpoint
+from eventseg.checkpoint import load_checkpoint, run_checkpoint
 from eventseg.cluster import SegmentClusterer, cluster_from_config
 from eventseg.config import check_cutoff, check_training_config, check_writable, plain
 from eventseg.data.io import read_events, read_table
@@ -36,6 +36,7 @@ from eventseg.features import (AGGREGATES_BUILDER_FILE, AGGREGATES_FILE, Aggrega
 from eventseg.hybrid import HYBRID_FILE, REPRESENTATIONS, HybridFeatures
 from eventseg.prepare import PreparedData, prepare_from_config
 from eventseg.predict import evaluate_propensity, verdict_lines
+from eventseg.predict.finetune import FINETUNE_DIR, FineTunedEncoder
 from eventseg.predict.persistence import MODEL_FORMAT
 from eventseg.report import ReportInputs, build_report, report_title
 from eventseg.runs import MANIFEST, RunLock, mark_running, write_manifest
@@ -94,6 +95,9 @@ class PipelineRun:
             "segment_metrics.json", "metrics.json", "report.html",
         )}  # fmt: skip
         self.paths["aggregates"] = self.out / AGGREGATES_FILE
+        self.paths["finetune"] = self.out / FINETUNE_DIR
+        finetune = plain(cfg.get("heads") or {}).get("finetune") or {}
+        self.finetunes = self.has_labels and bool(finetune.get("enabled"))  # heads.finetune: fine-tune the encoder
         self.paths["features"] = (self.out / "representation.parquet" if self.representation == "hybrid"
                                   else self.paths["embeddings.parquet"])
 
@@ -171,9 +175,11 @@ class PipelineRun:
             stages.append(Stage("propensity", self.propensity_stage,
                                 config={"labels": labels, "heads": plain(cfg.heads), "data": data_settings(cfg.data),
                                         "format": MODEL_FORMAT},
-                                inputs=[p["features"], p["aggregates"], p["prepared"] / "splits.npy", *self.label_files(),
-                                        *self.data_files],
-                                outputs=[p["propensity_metrics.json"], p["propensity_scores.parquet"]]))
+                                inputs=lambda: [p["features"], p["aggregates"], p["prepared"] / "splits.npy",
+                                                *self.label_files(), *self.data_files,
+                                                *([self.checkpoint] if self.finetunes else [])],
+                                outputs=[p["propensity_metrics.json"], p["propensity_scores.parquet"],
+                                         *([p["finetune"]] if self.finetunes else [])]))
         # after the heads: with labels, broad segments are formed in the space of their scores
         stages.append(Stage("cluster", lambda: cluster_from_config(self.cluster_config()), config=plain(cfg.cluster),
                             inputs=[p["features"], *scored], outputs=[p["clusters.parquet"], p["cluster_metrics.json"]]))
@@ -247,13 +253,18 @@ class PipelineRun:
         p, labels_cfg = self.paths, self.cfg.labels
         ids, matrix = load_embeddings(p["features"])
         labels = self.labels_table
+        tuner = self.finetuner(ids, matrix) if self.finetunes else None
         result = evaluate_propensity(
             ids, matrix, labels, self.events, self.schema, plain(self.cfg.heads), seed=int(self.cfg.data.split.seed),
             truth=read_table(labels_cfg.truth_path, "truth") if labels_cfg.get("truth_path") else None,
             cutoff=self.cfg.data.get("cutoff"), horizon_days=int(labels_cfg.horizon_days),
             purchase_filter=self.labels_cfg.get("purchase_filter"),
             aggregates=self.aggregates[1], splits=self.split_codes(np.asarray(ids)),
+            finetune=None if tuner is None else tuner[0],
         )
+        if tuner is not None and hasattr(tuner[1], "network_"):  # not fitted when no label is binary
+            tuner[1].save(p["finetune"])
+            result["metrics"]["finetune"] = {"params": tuner[1].get_params(), **tuner[1].fit_info_}
         observed = result["labels"].drop(columns=[OUTPUT_ID]).add_prefix("y__")  # for the report's test charts
         scores = pd.concat([result["scores"], result["candidate_scores"].drop(columns=[OUTPUT_ID]), observed], axis=1)
         result["model"].save(self.out / "heads")
@@ -263,6 +274,26 @@ class PipelineRun:
         write_json(result["metrics"], p["propensity_metrics.json"])
         for line in verdict_lines(result["metrics"]):
             print(f"[propensity] {line}")
+
+    def finetuner(self, ids: np.ndarray, matrix: np.ndarray):
+        """(finetune callable for evaluate_propensity, the FineTunedEncoder it fits): the run's
+        encoder fine-tuned on the training customers' binary labels, its head also reading the
+        representation's other columns (the hybrid's aggregates)."""
+        store, trained = self.prepared.store, load_checkpoint(self.checkpoint).model
+        if not np.array_equal(np.asarray(ids), np.asarray(store.customer_ids)):
+            raise RuntimeError("the representation's customers are not in the prepared store's order")
+        side = matrix[:, int(trained.bottleneck.out_features):]
+        heads_cfg = plain(self.cfg.heads)
+        tuner = FineTunedEncoder.from_config(heads_cfg.get("finetune"), seed=int(heads_cfg.get("seed", 0)))
+
+        def finetune(labels: pd.DataFrame, train_rows: np.ndarray) -> np.ndarray:
+            rows = np.flatnonzero(train_rows)
+            tuner.fit(trained, store, rows, labels.to_numpy(np.float32)[rows], side=side, labels=labels.columns)
+            print(f"[propensity] fine-tuned the encoder: {tuner.fit_info_['epochs_run']} epochs, early-stopping loss "
+                  f"{tuner.fit_info_['start_stop_loss']:.4f} -> {tuner.fit_info_['best_stop_loss']:.4f}")
+            return tuner.decision_function(store, side)
+
+        return finetune, tuner
 
     def segments_stage(self) -> None:
         p = self.paths
@@ -326,6 +357,8 @@ class PipelineRun:
                           self.paths["segment_metrics.json"]):
                 stale.unlink(missing_ok=True)
             shutil.rmtree(self.out / "heads", ignore_errors=True)
+        if not self.finetunes:
+            shutil.rmtree(self.paths["finetune"], ignore_errors=True)
 
 
 def _fmt(x) -> str:

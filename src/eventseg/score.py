@@ -27,6 +27,7 @@ from eventseg.errors import ConfigError
 from eventseg.features import AGGREGATES_BUILDER_FILE, load_aggregate_builder
 from eventseg.hybrid import HYBRID_FILE, HybridFeatures
 from eventseg.predict import CandidateInputs, PropensityModel
+from eventseg.predict.finetune import FINETUNE_DIR, FineTunedEncoder
 from eventseg.runs import check_run_version, read_manifest, verify_files
 from eventseg.segments import attach_names, build_customers, tier_cut_points
 
@@ -55,11 +56,18 @@ class FrozenRun:
         check_run_version(self.manifest, run)
         checkpoint = run_checkpoint(run)
         loaded = [checkpoint.relative_to(run), CLUSTERER_FILE, "customers.parquet", "segments.parquet",
-                  *(name for name in (HYBRID_FILE, "heads", AGGREGATES_BUILDER_FILE) if (run / name).exists())]
+                  *(name for name in (HYBRID_FILE, "heads", AGGREGATES_BUILDER_FILE, FINETUNE_DIR) if (run / name).exists())]
         verify_files(run, loaded, self.manifest)  # every byte checked before anything is opened
         self.embedder = Embedder.from_checkpoint(checkpoint, device=device)
         self.hybrid = HybridFeatures.load(run / HYBRID_FILE) if (run / HYBRID_FILE).exists() else None
         self.heads = PropensityModel.load(run / "heads") if (run / "heads").exists() else None
+        self.finetuned = None  # the fine-tuned encoder, loaded only when a published score needs it
+        if self.heads is not None and "finetuned" in self.heads.required_fits():
+            if not (run / FINETUNE_DIR).exists():
+                raise ConfigError(f"{run} publishes scores of the fine-tuned encoder but holds no {FINETUNE_DIR}/: "
+                                  "re-run scripts/pipeline.py")
+            self.finetuned = FineTunedEncoder.load(run / FINETUNE_DIR, self.embedder.model)
+            self.finetuned.device = device
         # the run's one aggregate table: hybrid features, heads and monitoring's drift all read it
         self.aggregate_builder = load_aggregate_builder(run) if (run / AGGREGATES_BUILDER_FILE).exists() else None
         self.clusterer = SegmentClusterer.load(run / CLUSTERER_FILE)
@@ -89,7 +97,10 @@ class FrozenRun:
             matrix = self.hybrid.transform(ids, embeddings, aggregates=table)
         scores = None
         if self.heads is not None:
-            inputs = CandidateInputs.build(matrix, table, self.schema)
+            logits = None
+            if self.finetuned is not None:  # its head reads z's neighbours in the representation (the aggregates)
+                logits = self.finetuned.decision_function(store, matrix[:, embeddings.shape[1]:])
+            inputs = CandidateInputs.build(matrix, table, self.schema, finetuned=logits)
             scores = pd.concat([pd.DataFrame({OUTPUT_ID: ids}), self.heads.scores(inputs)], axis=1)
         return Described(ids, embeddings, matrix, table, scores)
 

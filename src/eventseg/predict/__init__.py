@@ -8,6 +8,7 @@ baselines, a stack), chosen on validation, reported honestly on test, saved with
 - baselines: the inputs (representation, aggregates, RFM) and the baselines' definitions
 - selection: the candidates, the choice per label, PropensityModel
 - evaluate: evaluate_propensity (fit, choose, test, verdicts)
+- finetune: the encoder fine-tuned end to end with the labels (heads.finetune; the `finetuned` candidate)
 - persistence: JSON, weights-only tensors, allowlisted skops
 """
 

@@ -20,7 +20,7 @@ from eventseg.data.encoders import signed_log1p
 from eventseg.data.schema import EventSchema
 from eventseg.features import RFM_COLUMNS, rfm_from_aggregates
 
-SOURCES = ("representation", "rfm", "aggregates")
+SOURCES = ("representation", "rfm", "aggregates", "finetuned")
 
 
 def rfm_matrix(rfm) -> np.ndarray:
@@ -35,20 +35,27 @@ def rfm_matrix(rfm) -> np.ndarray:
 
 @dataclass
 class CandidateInputs:
-    """The representation, the aggregates and RFM of the same customers, row for row."""
+    """The representation, the aggregates and RFM of the same customers, row for row; with
+    heads.finetune, also the fine-tuned encoder's logits per binary label (`finetuned`)."""
 
     representation: np.ndarray
     aggregates: pd.DataFrame
     rfm: pd.DataFrame
+    finetuned: np.ndarray | None = None
 
     @classmethod
-    def build(cls, representation, aggregates: pd.DataFrame, schema: EventSchema) -> "CandidateInputs":
+    def build(cls, representation, aggregates: pd.DataFrame, schema: EventSchema,
+              finetuned: np.ndarray | None = None) -> "CandidateInputs":
         """`aggregates`: one row per row of `representation` (NaN where a customer has no history)."""
         representation = np.asarray(representation, dtype=np.float32)
         if representation.ndim != 2 or len(representation) != len(aggregates):
             raise ValueError(f"representation {representation.shape} and aggregates ({len(aggregates)} rows) must "
                              "describe the same customers, in order")
-        return cls(representation, aggregates, rfm_from_aggregates(aggregates, schema))
+        if finetuned is not None:
+            finetuned = np.asarray(finetuned, dtype=np.float64)
+            if finetuned.ndim != 2 or len(finetuned) != len(representation):
+                raise ValueError(f"fine-tuned logits {finetuned.shape} must have one row per customer ({len(representation)})")
+        return cls(representation, aggregates, rfm_from_aggregates(aggregates, schema), finetuned)
 
     def __len__(self) -> int:
         return len(self.representation)
@@ -57,7 +64,11 @@ class CandidateInputs:
         """The same inputs for a subset of the rows (a boolean mask or positions)."""
         rows = np.asarray(rows)
         pos = np.flatnonzero(rows) if rows.dtype == bool else rows
-        return CandidateInputs(self.representation[pos], self.aggregates.iloc[pos], self.rfm.iloc[pos])
+        finetuned = None if self.finetuned is None else self.finetuned[pos]
+        return CandidateInputs(self.representation[pos], self.aggregates.iloc[pos], self.rfm.iloc[pos], finetuned)
+
+    def has(self, source: str) -> bool:
+        return source != "finetuned" or self.finetuned is not None
 
     def matrix(self, source: str) -> np.ndarray:
         if source == "representation":
@@ -66,4 +77,9 @@ class CandidateInputs:
             return rfm_matrix(self.rfm)
         if source == "aggregates":
             return self.aggregates.to_numpy(np.float64)
+        if source == "finetuned":
+            if self.finetuned is None:
+                raise ValueError("these inputs hold no fine-tuned logits: build them with finetuned=FineTunedEncoder"
+                                 "(...).decision_function(store, side) (the run's heads/finetune)")
+            return self.finetuned
         raise ValueError(f"unknown input source {source!r}; one of {SOURCES}")

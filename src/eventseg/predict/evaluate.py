@@ -12,7 +12,7 @@ RFM logistic". A continuous target whose chosen regressor does not beat the mean
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ from eventseg.data.split import SPLITS, TEST, TRAIN, VAL, assign_splits
 from eventseg.errors import UserError
 from eventseg.features import AggregateFeatureBuilder, as_validated
 from eventseg.predict.baselines import CandidateInputs
+from eventseg.predict.heads import NOT_HEADS_KEYS
 from eventseg.predict.metrics import classification_metrics, paired_auc_differences, regression_metrics
 from eventseg.predict.selection import (
     BINARY_ORDER, DESCRIPTIONS, REFERENCE, REGRESSION_ORDER, TOLERANCE, PropensityModel,
@@ -62,7 +63,7 @@ def regression_verdict(selected: str | None, validation_r2: float | None, publis
 
 def _selection_config(heads_cfg: Mapping[str, Any] | None) -> tuple[dict, dict]:
     """The heads' own settings and the selection settings (the heads group's `selection:` block)."""
-    heads = {k: v for k, v in dict(heads_cfg or {}).items() if k != "selection"}
+    heads = {k: v for k, v in dict(heads_cfg or {}).items() if k not in NOT_HEADS_KEYS}
     selection = {**SELECTION_DEFAULTS, **dict((heads_cfg or {}).get("selection") or {})}
     unknown = sorted(set(selection) - set(SELECTION_DEFAULTS))
     if unknown:
@@ -87,6 +88,7 @@ def evaluate_propensity(
     top_k_categories: int = 10,
     aggregates: pd.DataFrame | None = None,
     splits: np.ndarray | None = None,
+    finetune: Callable[[pd.DataFrame, np.ndarray], np.ndarray] | None = None,
 ) -> dict:
     """Fit every candidate, choose per label on validation, report test metrics, score everyone.
 
@@ -99,6 +101,9 @@ def evaluate_propensity(
     seed: the split seed (eventseg.data.split.assign_splits; 0 train, 1 val, 2 test).
     aggregates, splits: a run's own aggregate table (indexed by id, built as of `cutoff`) and
         split codes per id; given, the candidates use them instead of rebuilding either.
+    finetune: optional `(binary labels aligned to ids, training-row mask) -> logits [ids, labels]`
+        (the pipeline fine-tunes its encoder there, heads.finetune); the `finetuned` candidate
+        is fitted on those logits.
 
     Returns {"metrics": JSON-ready dict, "scores": DataFrame for every customer (OUTPUT_ID, split,
     published p_<label> / pred_<target>), "candidate_scores": OUTPUT_ID + `<candidate>__p_<label>`
@@ -139,13 +144,13 @@ def evaluate_propensity(
         train_ids = ids[splits == TRAIN]
         builder = AggregateFeatureBuilder(schema, top_k_categories).fit(events.loc[events[schema.id_col].isin(train_ids)], cutoff)
         aggregates = builder.transform(events, cutoff)
-    inputs = CandidateInputs.build(E, aggregates.reindex(ids), schema)
-
     fit_rows = {s: (splits == s) & labelled for s in (TRAIN, VAL)}
     for s, rows in fit_rows.items():
         if not rows.any():
             raise ValueError(f"no labelled customer in the {SPLITS[s]} split: {label_report}")
     tr, va = fit_rows[TRAIN], fit_rows[VAL]
+    finetuned = finetune(labels[binary], tr) if finetune is not None and binary else None
+    inputs = CandidateInputs.build(E, aggregates.reindex(ids), schema, finetuned=finetuned)
     model = PropensityModel(heads=heads_params, tolerance=float(selection["tolerance"]),
                             stack_folds=int(selection["stack_folds"]), seed=seed)
     model.fit(inputs.take(tr), labels[tr], inputs.take(va), labels[va], kinds=(binary, continuous))
@@ -282,4 +287,6 @@ def verdict_lines(metrics: Mapping[str, Any]) -> list[str]:
         lines.append(f"purchases: {metrics['labels']['purchases']}")
     lines += [f"{label}: {note}" for label, note in metrics["labels"].get("complements", {}).items()]
     lines += [f"{label}: skipped: {why}" for label, why in metrics["labels"].get("skipped", {}).items()]
+    if "finetuned" in metrics["selection"].get("notes", {}):
+        lines.append(f"finetuned: {metrics['selection']['notes']['finetuned']}")
     return lines

@@ -36,8 +36,9 @@ from eventseg.predict.calibration import CALIBRATE, choose_calibration
 from eventseg.predict.network import fit_network
 
 KINDS = ("mlp", "logistic", "hgb")
-# keys of a heads config group (configs/heads/*.yaml) that configure the selection, not these heads
-NOT_HEADS_KEYS = ("selection",)
+# keys of a heads config group (configs/heads/*.yaml) that configure the selection and the
+# fine-tuned encoder (eventseg.predict.finetune), not these heads
+NOT_HEADS_KEYS = ("selection", "finetune")
 
 
 def _positive_proba(model, X: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@ Every binary label gets the same candidates, simplest first:
 - `rfm_logistic`, `aggregate_hgb`: the baselines (eventseg.predict.baselines);
 - `rep_logistic`, `rep_hgb`: logistic regression and gradient-boosted trees on the representation;
 - `heads`: the configured heads (configs/heads, the multi-task MLP by default) on the representation;
+- `finetuned` (only with heads.finetune.enabled): a logistic regression on the logits of the encoder
+  fine-tuned end to end with the labels (eventseg.predict.finetune);
 - `stack`: a logistic regression on the logits of all of the above, fitted on validation. Its
   validation scores are cross-fitted (each fold scored by a stack fitted on the other folds), so
   it competes on out-of-sample scores like everyone else.
@@ -14,13 +16,16 @@ within `tolerance` (0.002) of it wins: ties and near-ties go to the simpler mode
 baseline first. When few customers are labelled (heads.selection.cv_max_customers, 10,000 by
 default), binary labels are chosen instead by the mean ROC-AUC of 5-fold refits over training +
 validation (`reselect_by_cross_validation`): one small validation split cannot tell candidates
-apart. Validation is never used to fit a candidate (the MLP early-stops on a slice of
+apart. The fine-tuned encoder is not a contender there: it was fitted on the training
+customers, so its scores for them are in-sample and no fold refit can score it out of fold.
+Validation is never used to fit a candidate (the MLP early-stops on a slice of
 the training customers), only to calibrate it (monotone: ROC-AUC unchanged) and to choose. A
 target whose chosen regressor has validation R² <= 0 is not published.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +67,8 @@ CANDIDATES = (  # simplest first: the order that breaks ties
     Candidate("rep_logistic", "rep_ridge", "representation", "logistic", "logistic regression (ridge for targets) on the representation"),
     Candidate("rep_hgb", "rep_hgb", "representation", "hgb", "gradient-boosted trees on the representation"),
     Candidate("heads", None, "representation", None, "the configured heads (configs/heads) on the representation"),
+    Candidate("finetuned", None, "finetuned", "logistic",
+              "logistic regression on the logits of the encoder fine-tuned end to end with the labels (heads.finetune)"),
 )
 FIT_OF = {**{c.name: c.name for c in CANDIDATES}, **{c.regressor: c.name for c in CANDIDATES if c.regressor}}
 BINARY_ORDER = (*(c.name for c in CANDIDATES), STACK)
@@ -166,7 +173,7 @@ class PropensityModel(BaseEstimator):
         self.notes_, self.fits_, self.stacks_ = {}, {}, {}
         for cand in CANDIDATES:
             b, c = self._covers(cand, heads, self.binary_, self.continuous_)
-            if not b and not c:
+            if (not b and not c) or not train.has(cand.source):
                 continue
             rfm = (train.rfm, val.rfm) if cand.kind is None else (None, None)
             self.fits_[cand.name] = self._candidate(cand, heads).fit(
@@ -212,6 +219,10 @@ class PropensityModel(BaseEstimator):
         """
         check_is_fitted(self, "selected_")
         pool = np.flatnonzero(rows)
+        inputs = dataclasses.replace(inputs, finetuned=None)  # in-sample on training rows: not refittable per fold
+        if "finetuned" in self.fits_:
+            self.notes_["finetuned"] = ("not a contender under cross-validated selection: the encoder was fine-tuned on "
+                                        "the training customers, so their scores are in-sample; reported on test")
         out = {}
         for label in self.binary_:
             y = labels[label].to_numpy(np.float64)[pool]
