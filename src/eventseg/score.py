@@ -66,8 +66,7 @@ class FrozenRun:
             if not (run / FINETUNE_DIR).exists():
                 raise ConfigError(f"{run} publishes scores of the fine-tuned encoder but holds no {FINETUNE_DIR}/: "
                                   "re-run scripts/pipeline.py")
-            self.finetuned = FineTunedEncoder.load(run / FINETUNE_DIR, self.embedder.model)
-            self.finetuned.device = device
+            self.finetuned = FineTunedEncoder.load(run / FINETUNE_DIR, self.embedder.model, device=device)
         # the run's one aggregate table: hybrid features, heads and monitoring's drift all read it
         self.aggregate_builder = load_aggregate_builder(run) if (run / AGGREGATES_BUILDER_FILE).exists() else None
         self.clusterer = SegmentClusterer.load(run / CLUSTERER_FILE)

@@ -232,8 +232,9 @@ class FineTunedEncoder(BaseEstimator):
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model: nn.Module) -> "FineTunedEncoder":
-        """Rebuild on the run's own trained `model` (its architecture) and load the saved weights."""
+    def load(cls, path: str | os.PathLike, model: nn.Module, device: str | None = None) -> "FineTunedEncoder":
+        """Rebuild on the run's own trained `model` (its architecture) and load the saved weights;
+        `device` (default: the saved setting) is where decision_function runs."""
         path = Path(path)
         try:
             meta = json.loads((path / "finetune.json").read_text())
@@ -249,4 +250,6 @@ class FineTunedEncoder(BaseEstimator):
             raise HeadsFileError(f"{path} is not a fine-tuned encoder this eventseg reads ({type(err).__name__}: {err}). "
                                  f"{REMEDY}") from None
         tuner.network_ = network.eval()
+        if device is not None:
+            tuner.device = device
         return tuner
