@@ -49,7 +49,8 @@ def _candidates(rng) -> dict:
     for m in MODELS:
         auc = rng.uniform(0.6, 0.8)
         out[m] = {"test": {"roc_auc": auc, "pr_auc": auc - 0.1, "top_decile_lift": 1.8, "brier": 0.2, "ece": 0.04, "n": 60},
-                  "test_roc_auc_vs_rfm_logistic": {"difference": 0.01, "ci_low": -0.02, "ci_high": 0.04}}
+                  "test_roc_auc_vs_rfm_logistic": {"difference": 0.01, "ci_low": -0.02, "ci_high": 0.04},
+                  "description": f'what {m} is, "quoted"'}
     return out
 
 
@@ -186,6 +187,7 @@ def test_page_is_self_contained_with_facts_verdict_and_charts(tmp_path):
     assert "true" not in re.sub(r"true propensity", "", text.lower().split("model quality")[0])
     assert "explains more than rfm_kmeans" in text and "0.957" in text  # segments vs RFM, stability
     assert not re.search(r"\b\d+\.000\b|\bnan\b|\bNone\b", text)  # no 996.000, nan or None for people
+    assert '<span title="what stack is, &quot;quoted&quot;">' in page  # hovering a model name says what it is
 
 
 def test_a_run_without_labels_still_renders(tmp_path):

@@ -1,7 +1,8 @@
 """Score new or updated customers with a finished run, without retraining anything:
 events → embeddings (the run's checkpoint) → [hybrid features] → propensities (the candidate
 each label published in the run, from heads/: the representation as above, RFM and aggregates
-from the run's aggregate builder, aggregates.json) → segments (the run's clusterer; broad
+from the run's aggregate builder, aggregates.json; the fine-tuned encoder's logits, finetune/, when a
+published score comes from it) → segments (the run's clusterer; broad
 segments from those propensities when the run had labels).
 
 `FrozenRun` loads and verifies those pieces once, so a job that scores many as-of dates

@@ -91,6 +91,13 @@ def _lift(value) -> str:
     return MISSING if missing(value) else f"{float(value):.2f}×"
 
 
+def _model_cell(model: str, candidate: dict, published: str | None) -> str:
+    """The model's name (bold when published); hovering it shows what the model is."""
+    name = f"<b>{esc(model)}</b>" if model == published else esc(model)
+    what = candidate.get("description")
+    return f'<span title="{esc(what)}">{name}</span>' if what else name
+
+
 def _role(model: str, published: str | None) -> str:
     if model == published:
         return "published"
@@ -113,9 +120,8 @@ def candidates_table(inputs: ReportInputs, label: str) -> str:
             t, vs = c.get("test") or {}, c.get(f"test_roc_auc_vs_{reference}") or {}
             diff = "reference" if model == reference else (
                 f"{signed(vs.get('difference'))} {interval(vs.get('ci_low'), vs.get('ci_high'), signed)}" if vs else MISSING)
-            rows.append([f"<b>{esc(model)}</b>" if model == published else esc(model), _role(model, published),
-                         fixed(t.get("roc_auc")), diff, fixed(t.get("pr_auc")),
-                         _lift(t.get("top_decile_lift")), fixed(t.get("brier")), fixed(t.get("ece"))])
+            rows.append([_model_cell(model, c, published), _role(model, published), fixed(t.get("roc_auc")), diff,
+                         fixed(t.get("pr_auc")), _lift(t.get("top_decile_lift")), fixed(t.get("brier")), fixed(t.get("ece"))])
         oracle = outcome.get("oracle")
         if oracle:
             rows.append(["true propensity", "ceiling (synthetic truth)", fixed(oracle.get("roc_auc")), MISSING,
@@ -125,10 +131,11 @@ def candidates_table(inputs: ReportInputs, label: str) -> str:
         head = ["model", "role", "R²", "MAE", "RMSE", "mean outcome"]
         for model, c in candidates.items():
             t = c.get("test") or {}
-            rows.append([f"<b>{esc(model)}</b>" if model == published else esc(model), _role(model, published),
-                         fixed(t.get("r2")), number(t.get("mae")), number(t.get("rmse")), number(t.get("mean"))])
+            rows.append([_model_cell(model, c, published), _role(model, published), fixed(t.get("r2")),
+                         number(t.get("mae")), number(t.get("rmse")), number(t.get("mean"))])
     n = next((c.get("test", {}).get("n") for c in candidates.values() if c.get("test")), None)
-    note = f'<p class="muted">{integer(n)} test customers; the published model is in bold</p>' if n else ""
+    note = (f'<p class="muted">{integer(n)} test customers; the published model is in bold; hover a name for what '
+            'the model is</p>') if n else ""
     return html_table(head, rows, "models") + note
 
 
