@@ -3,6 +3,7 @@ rate keeps it frozen, the saved network reloads to the same logits and refuses p
 `finetuned` candidate competes in the selection like any other (never under cross-validated
 selection, where its training scores are in-sample), and score.py rescores a run that publishes it."""
 
+import json
 import pickle
 import shutil
 
@@ -150,7 +151,7 @@ def test_a_run_that_publishes_fine_tuned_scores_is_rescored_exactly(finished_run
         "finetuned" if "finetuned" in values else original(values, order, tolerance)))
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)  # the trained model and earlier stages are reused as they are
-    config = dict(pd.read_json(run / "run.json", typ="series")["config"])
+    config = json.loads((run / "run.json").read_text())["config"]
     overrides = ["data=events", f"data.path={config['data']['path']}", "data.categorical=[event_type,category,channel]",
                  "data.numeric=[amount]", "data.max_len=40", f"paths.root_dir={tmp_path}", f"out_dir={run}",
                  "model.d_model=32", "model.embedding_dim=8", "loader.batch_size=32", "loader.eval_batch_size=64",
@@ -161,7 +162,7 @@ def test_a_run_that_publishes_fine_tuned_scores_is_rescored_exactly(finished_run
         cfg = compose(config_name="pipeline", overrides=overrides)
     monkeypatch.chdir(tmp_path)
     run_pipeline(cfg)
-    metrics = pd.read_json(run / "propensity_metrics.json", typ="series")
+    metrics = json.loads((run / "propensity_metrics.json").read_text())
     assert {o["selected"] for o in metrics["outcomes"].values() if o["kind"] == "binary"} == {"finetuned"}
     assert metrics["finetune"]["epochs_run"] >= 1
     ours = pd.read_parquet(run / "customers.parquet").set_index("customer_id")
