@@ -152,8 +152,8 @@ class FineTunedEncoder(BaseEstimator):
                 logits = torch.from_numpy(self._logits(network, store, side, rows[stop], device))
                 return float(loss_of(logits.to(device), stop))
 
-        best, best_state, best_epoch, waited, epochs = stop_loss(), copy.deepcopy(network.state_dict()), 0, 0, 0
-        self.start_loss_ = best
+        start = best = stop_loss()
+        best_state, best_epoch, waited, epochs = copy.deepcopy(network.state_dict()), 0, 0, 0
         for epoch in range(1, int(self.max_epochs) + 1):
             network.train()
             shuffled = rng.permutation(fit)
@@ -174,7 +174,7 @@ class FineTunedEncoder(BaseEstimator):
                     break
         network.load_state_dict(best_state)
         self.network_ = network.cpu().eval()
-        self.fit_info_ = {"epochs_run": epochs, "best_epoch": best_epoch, "start_stop_loss": round(self.start_loss_, 5),
+        self.fit_info_ = {"epochs_run": epochs, "best_epoch": best_epoch, "start_stop_loss": round(start, 5),
                           "best_stop_loss": round(best, 5), "train_rows": int(len(fit)), "early_stopping_rows": int(n_stop),
                           "side_columns": self.n_side_, "seconds": round(time.perf_counter() - started, 3)}
         return self
