@@ -18,6 +18,13 @@ def plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def check_known_settings(settings, known, where: str, error: type[Exception] = ConfigError) -> None:
+    """A misspelt key is an error naming it and every known key, never silently ignored."""
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise error(f"unknown {where} setting(s) {unknown}; known: {sorted(known)}")
+
+
 def check_writable(out_dir: str | os.PathLike) -> None:
     """Fail now, not after prepare, when the run folder cannot be written."""
     out = Path(out_dir)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from eventseg.cluster.inputs import ClusterConfigError, _parse_range
 from eventseg.cluster.selection import SELECTION_METHODS
-from eventseg.config import plain
+from eventseg.config import check_known_settings, plain
 
 if TYPE_CHECKING:
     from eventseg.cluster.estimator import SegmentClusterer
@@ -66,15 +66,11 @@ def config_kwargs(cfg) -> dict:
             "outlier_share", "outlier_threshold", "fit_sample_size", "silhouette_sample_size", "chunk_size",
             "n_jobs", "seed"}
     known = flat | {"umap", "sweep", "stability"}
-    unknown = sorted(set(c) - known)
-    if unknown:
-        raise ClusterConfigError(f"unknown cluster setting(s) {unknown}; known: {sorted(known)}")
+    check_known_settings(c, known, "cluster", ClusterConfigError)
     for group, keys in (("sweep", {"min_cluster_size_shares", "min_samples"}),
                         ("stability", {"n_resamples", "dense_resamples", "sample_share", "unstable_jaccard",
                                        "min_ari"})):
-        extra = sorted(set(c.get(group) or {}) - keys)
-        if extra:
-            raise ClusterConfigError(f"unknown cluster.{group} setting(s) {extra}; known: {sorted(keys)}")
+        check_known_settings(c.get(group) or {}, keys, f"cluster.{group}", ClusterConfigError)
     nullable = {"min_cluster_size", "min_samples", "fit_sample_size", "outlier_threshold"}  # null is meaningful
     kw = {k: c[k] for k in flat if k in c and (c[k] is not None or k in nullable)}
     for key, arg in (("min_cluster_size_shares", "sweep_min_cluster_size_shares"), ("min_samples", "sweep_min_samples")):

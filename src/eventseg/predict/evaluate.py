@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from eventseg.config import check_known_settings
 from eventseg.data.labels import align_to_ids, build_labels, label_kinds, parse_purchase_filter, screen_labels
 from eventseg.data.schema import OUTPUT_ID, EventSchema, id_key
 from eventseg.data.split import SPLITS, TEST, TRAIN, VAL, assign_splits
@@ -65,9 +66,7 @@ def _selection_config(heads_cfg: Mapping[str, Any] | None) -> tuple[dict, dict]:
     """The heads' own settings and the selection settings (the heads group's `selection:` block)."""
     heads = {k: v for k, v in dict(heads_cfg or {}).items() if k not in NOT_HEADS_KEYS}
     selection = {**SELECTION_DEFAULTS, **dict((heads_cfg or {}).get("selection") or {})}
-    unknown = sorted(set(selection) - set(SELECTION_DEFAULTS))
-    if unknown:
-        raise UserError(f"unknown heads.selection setting(s) {unknown}; known: {sorted(SELECTION_DEFAULTS)}")
+    check_known_settings(selection, SELECTION_DEFAULTS, "heads.selection", UserError)
     return heads, selection
 
 

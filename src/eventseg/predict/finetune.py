@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from eventseg.artifacts import atomic_path
-from eventseg.config import plain
+from eventseg.config import check_known_settings, plain
 from eventseg.data.store import SequenceStore
 from eventseg.embed import length_batches, resolve_device
 from eventseg.errors import ConfigError
@@ -95,9 +95,7 @@ class FineTunedEncoder(BaseEstimator):
     def from_config(cls, cfg: Mapping[str, Any] | None, seed: int = 0) -> "FineTunedEncoder":
         """From a heads config's `finetune:` block (without `enabled`)."""
         cfg = {k: v for k, v in plain(cfg or {}).items() if k != "enabled"}
-        unknown = sorted(set(cfg) - set(cls._get_param_names()))
-        if unknown:
-            raise ConfigError(f"unknown heads.finetune setting(s) {unknown}; known: {['enabled', *cls._get_param_names()]}")
+        check_known_settings(cfg, ["enabled", *cls._get_param_names()], "heads.finetune")
         tuner = cls(**{"seed": seed, **cfg})
         tuner.check_params()
         return tuner

@@ -28,7 +28,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.utils.validation import check_is_fitted
 
-from eventseg.config import plain
+from eventseg.config import check_known_settings, plain
 from eventseg.data.labels import label_kinds
 from eventseg.errors import ConfigError
 from eventseg.predict.baselines import rfm_matrix
@@ -88,9 +88,7 @@ class PropensityHeads(BaseEstimator):
         if cfg is None:
             return cls()
         cfg = {k: v for k, v in plain(cfg).items() if k not in NOT_HEADS_KEYS}
-        unknown = sorted(set(cfg) - set(cls._get_param_names()))
-        if unknown:
-            raise ConfigError(f"unknown heads setting(s) {unknown}; known: {cls._get_param_names()}")
+        check_known_settings(cfg, cls._get_param_names(), "heads")
         heads = cls(**cfg)
         heads._check_params()
         return heads
