@@ -1,17 +1,9 @@
-"""Fairness audit of a finished run: python scripts/audit.py run_dir=DIR attributes=FILE [columns=[age,income]]"""
+"""Fairness audit of a finished run: python scripts/audit.py run_dir=DIR attributes=FILE [columns=[age,income]]
+(= eventseg audit)"""
 
-import json
+import sys
 
-from omegaconf import DictConfig
-
-from eventseg.audit.api import audit_from_config
-from eventseg.cli import hydra_app
-
-
-@hydra_app("audit")
-def main(cfg: DictConfig) -> None:
-    print(json.dumps(audit_from_config(cfg), indent=2, ensure_ascii=False))
-
+from eventseg.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["audit", *sys.argv[1:]])

@@ -1,7 +1,9 @@
 """Benchmarks that write JSON: python scripts/bench.py prepare|train|objectives|embed|cluster [options]
 
 Each measurement runs in a fresh subprocess so peak memory (ru_maxrss) belongs to it alone.
-Results go to bench_results/<name>.json (or --out).
+Results go to benchmarks/<name>.json (tracked: `python scripts/bench_tables.py` renders them into
+docs/benchmarks.md; `cluster --outcomes` writes benchmarks/cluster_outcomes.json), or to --out.
+Generated inputs are cached in the ignored bench_results/cache.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from eventseg.run.config import CONFIG_DIR
+
 CACHE = Path("bench_results/cache")
 
 
@@ -34,7 +38,7 @@ def _peak_mb() -> float:
 
 def synthetic_events_file(n_events: int) -> Path:
     """Tile the built-in synthetic log (new ids per copy, shuffled) to about n_events rows."""
-    from eventseg.synthetic import generate_synthetic
+    from eventseg.data.synthetic import generate_synthetic
 
     path = CACHE / f"events_{n_events}.parquet"
     if path.exists():
@@ -53,7 +57,7 @@ def synthetic_events_file(n_events: int) -> Path:
 def prepare_worker(path: str) -> dict:
     """Time one prepare of a Parquet file, from reading to the saved store."""
     from eventseg.data.schema import EventSchema
-    from eventseg.prepare import prepare_events
+    from eventseg.data.prepare import prepare_events
 
     schema = EventSchema(categorical=("event_type", "category", "channel"), numeric=("amount",))
     raw_mb = pq.read_table(path, columns=schema.columns).nbytes / 2**20
@@ -122,9 +126,9 @@ def train_throughput(model_cfg: str, batch_size: int, seq_len: int, steps: int, 
     from hydra import compose, initialize_config_dir
 
     from eventseg.data.batch import EventBatch
-    from eventseg.models.autoencoder import SequenceAutoencoder
+    from eventseg.training.module import SequenceEncoderModule
 
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"model={model_cfg}", f"objective={objective}"])
     options = {k: v for k, v in cfg.model.items() if k != "name"}
     options.update(objectives=cfg.objective.weights, contrastive=cfg.objective.contrastive, future=cfg.objective.future)
@@ -134,7 +138,7 @@ def train_throughput(model_cfg: str, batch_size: int, seq_len: int, steps: int, 
     unit = {"center": 0.0, "scale": 1.0, "clip": 5.0}
     spec = {"categorical": {"event_type": 8, "category": 34, "channel": 7}, "numeric": numeric,
             "scalers": {"amount": unit, "time_log_gap": unit, "time_log_age": unit}}
-    model = SequenceAutoencoder(feature_spec=spec, **options)
+    model = SequenceEncoderModule(feature_spec=spec, **options)
     if compile:
         model.compile()
     g = torch.Generator().manual_seed(0)
@@ -219,17 +223,17 @@ def bench_embed(args) -> dict:
     from hydra import compose, initialize_config_dir
 
     from eventseg.data.schema import EventSchema
-    from eventseg.embed import Embedder
-    from eventseg.models.autoencoder import SequenceAutoencoder
-    from eventseg.prepare import encode_events, prepare_events
+    from eventseg.embedding.embed import Embedder
+    from eventseg.training.module import SequenceEncoderModule
+    from eventseg.data.prepare import encode_events, prepare_events
 
     schema = EventSchema(categorical=("event_type", "category", "channel"), numeric=("amount",))
     events = random_events(args.customers, args.events_per_customer)
     encoders = prepare_events(events.iloc[:1_000_000], schema, max_len=200).encoders
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         model_cfg = {k: v for k, v in compose(config_name="train").model.items() if k != "name"}
     torch.manual_seed(0)
-    model = SequenceAutoencoder(feature_spec=encoders.feature_spec.to_dict(), **model_cfg)
+    model = SequenceEncoderModule(feature_spec=encoders.feature_spec.to_dict(), **model_cfg)
     t = time.perf_counter()
     store = encode_events(events, encoders, max_len=200)
     encode_s = time.perf_counter() - t
@@ -272,7 +276,7 @@ def cluster_worker(embeddings: str, out_dir: str, outcomes: str | None = None) -
     """The cluster stage end to end (load, fit on a sample, dense groups, broad segments and their
     stability, micro-segments, place everyone, write)."""
     t0 = time.perf_counter()
-    from eventseg.cluster import cluster_from_config
+    from eventseg.segmentation.clusterer import cluster_from_config
 
     result = cluster_from_config({"embeddings": embeddings, "out_dir": out_dir, "outcomes": outcomes, "cluster": {}})
     metrics = json.loads((Path(out_dir) / "cluster_metrics.json").read_text())
@@ -293,7 +297,7 @@ def planted_outcomes(ids: np.ndarray, truth: np.ndarray) -> pd.DataFrame:
 def bench_cluster(args) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
-    from eventseg.embed import write_embeddings
+    from eventseg.embedding.embed import write_embeddings
 
     rows = []
     for n in [int(float(s)) for s in args.sizes.split(",")]:
@@ -346,7 +350,7 @@ def planted_migration_measures(assignments: pd.DataFrame, truth: pd.DataFrame) -
 def tiled_synthetic(n_customers: int, months: int) -> tuple[Path, pd.DataFrame]:
     """The synthetic default's history plus `months` later months, tiled (new ids per copy) to about
     n_customers; its truth table tiled the same way. The first copy is the default data itself."""
-    from eventseg.synthetic import generate_synthetic
+    from eventseg.data.synthetic import generate_synthetic
 
     path = CACHE / f"monitor_events_{n_customers}_{months}.parquet"
     data = generate_synthetic(n_customers=20_000, seed=0, months_after=months)
@@ -365,7 +369,7 @@ def tiled_synthetic(n_customers: int, months: int) -> tuple[Path, pd.DataFrame]:
 def bench_monitor(args) -> dict:
     """scripts/monitor.py's work at scale: the synthetic default run, its customers tiled to
     --customers, re-scored at --cutoffs monthly dates from the run's cutoff."""
-    from eventseg.monitor import monitor_run
+    from eventseg.apps.monitor import monitor_run
 
     run = Path(args.run)
     if not (run / "run.json").exists():
@@ -399,8 +403,8 @@ def bench_lookalike(args) -> dict:
     exact 10th: the planted clump holds exact ties); then LookalikeScorer fit + score of every
     customer against each --seeds count drawn from the largest planted cluster (exact or
     approximate as 'auto' picks), the approximate one checked against exact on a sample."""
-    from eventseg.lookalike.index import ExactIndex, IVFIndex
-    from eventseg.lookalike.scoring import LookalikeScorer, unit_rows
+    from eventseg.apps.lookalike.index import ExactIndex, IVFIndex
+    from eventseg.apps.lookalike.scoring import LookalikeScorer, unit_rows
 
     _, X, truth = planted_embeddings(args.customers, dim=64)
     X = unit_rows(X - X.mean(axis=0))
@@ -439,6 +443,16 @@ def bench_lookalike(args) -> dict:
         rows.append(row)
     return {"benchmark": "lookalike", "target": "1M customers x 64 dims: index build + 1,000 queries <= 60 s on 2 cores",
             "threads": int(__import__("torch").get_num_threads()), "index": index, "scorer": rows}
+
+
+def _commit() -> str | None:
+    """The checkout's commit (with '+changes' when the tree differs from it), so a figure names its code."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
 
 
 def main() -> None:
@@ -491,8 +505,11 @@ def main() -> None:
     benches = {"prepare": bench_prepare, "train": bench_train, "objectives": bench_objectives, "embed": bench_embed, "cluster": bench_cluster,
                "monitor": bench_monitor, "lookalike": bench_lookalike}
     result = benches[args.name](args)
-    result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}
-    out = Path(args.out or f"bench_results/{args.name}.json")
+    result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
+                         "load_average_at_end": list(__import__("os").getloadavg())}
+    result["measured"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit()}
+    name = "cluster_outcomes" if getattr(args, "outcomes", False) else args.name
+    out = Path(args.out or f"benchmarks/{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

@@ -1,18 +1,9 @@
-"""Embed customers with a trained model: python scripts/embed.py ckpt=PATH [data=...] [out_dir=...]"""
+"""Embed customers with a trained model: python scripts/embed.py ckpt=PATH [data=...] [out_dir=...]
+(= eventseg embed)"""
 
-import json
+import sys
 
-from omegaconf import DictConfig
-
-from eventseg.cli import hydra_app
-from eventseg.embed import embed_from_config
-
-
-@hydra_app("embed")
-def main(cfg: DictConfig) -> None:
-    result = embed_from_config(cfg)
-    print(json.dumps(result, indent=2))
-
+from eventseg.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["embed", *sys.argv[1:]])

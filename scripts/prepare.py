@@ -1,19 +1,9 @@
-"""Validate events and build the sequence store: python scripts/prepare.py [data=...] [out_dir=...]"""
+"""Validate events and build the sequence store: python scripts/prepare.py [data=...] [out_dir=...]
+(= eventseg prepare)"""
 
-import json
+import sys
 
-from omegaconf import DictConfig
-
-from eventseg.cli import hydra_app
-from eventseg.prepare import prepare_from_config
-
-
-@hydra_app("prepare")
-def main(cfg: DictConfig) -> None:
-    prepared = prepare_from_config(cfg.data, cfg.out_dir)
-    print(json.dumps(prepared.report, indent=2))
-    print(f"prepared data written to {cfg.out_dir}/prepared")
-
+from eventseg.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["prepare", *sys.argv[1:]])

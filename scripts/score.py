@@ -1,17 +1,9 @@
-"""Score new customers with a finished run: python scripts/score.py run_dir=DIR data=events data.path=FILE"""
+"""Score new customers with a finished run: python scripts/score.py run_dir=DIR data=events data.path=FILE
+(= eventseg score)"""
 
-import json
+import sys
 
-from omegaconf import DictConfig
-
-from eventseg.cli import hydra_app
-from eventseg.score import score_from_config
-
-
-@hydra_app("score")
-def main(cfg: DictConfig) -> None:
-    print(json.dumps(score_from_config(cfg), indent=2))
-
+from eventseg.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["score", *sys.argv[1:]])

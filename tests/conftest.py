@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from eventseg.data.schema import EventSchema
-from eventseg.synthetic import generate_synthetic, write_synthetic
+from eventseg.data.synthetic import generate_synthetic, write_synthetic
 
 
 def make_events(n_customers: int = 50, events_per_customer: int = 20, seed: int = 0) -> pd.DataFrame:

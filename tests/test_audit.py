@@ -1,4 +1,4 @@
-"""Fairness audit (scripts/audit.py, eventseg.audit): a planted attribute is flagged where its
+"""Fairness audit (scripts/audit.py, eventseg.apps.audit): a planted attribute is flagged where its
 archetype sits and pure noise is not; the statistics agree with scipy and a hand-checked table;
 cells under min_cell never leave the audit, not even by subtraction; the run is only read; and
 each bad attribute file stops with a message saying what to fix, before any statistics run."""
@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from eventseg.artifacts import file_hash
-from eventseg.audit import audit_run
-from eventseg.audit import api as audit_api
-from eventseg.audit.attributes import load_attributes
-from eventseg.audit.disclosure import COMPLEMENTARY, PRIMARY, suppression, trim
-from eventseg.audit.stats import adjust, association, four_fifths
-from eventseg.errors import ConfigError, UserError
+from eventseg.run.artifacts import file_hash
+from eventseg.apps.audit import audit_run
+from eventseg.apps.audit import api as audit_api
+from eventseg.apps.audit.attributes import load_attributes
+from eventseg.apps.audit.disclosure import COMPLEMENTARY, PRIMARY, suppression, trim
+from eventseg.apps.audit.stats import adjust, association, four_fifths
+from eventseg.run.errors import ConfigError, UserError
 from eventseg.report.audit_section import audit_section, visualize_audit
-from eventseg.runs import verify_files
+from eventseg.run.manifest import verify_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 20240611  # not the synthetic generator's seed: its uniforms picked the archetypes

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from eventseg.callbacks import BaselineEarlyStopping
-from eventseg.errors import ConfigError
-from eventseg.train import train, training_budget, world_size
+from eventseg.training.callbacks import BaselineEarlyStopping
+from eventseg.run.errors import ConfigError
+from eventseg.training.train import train, training_budget, world_size
 from test_train import compose_train, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,12 +18,12 @@ from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score
 
 from eventseg import __version__
-from eventseg.cluster import (
+from eventseg.segmentation.clusterer import (
     ClusterConfigError,
     ClustererFileError,
     ClusterInputError,
+    DenseGroupPlacer,
     SegmentClusterer,
-    _Placer,
     cluster_from_config,
     write_cluster_outputs,
 )
@@ -169,7 +169,7 @@ def test_vectorised_placement_matches_hdbscan(fitted):
     sc, X, _, centers, _ = fitted
     Xn, _, _ = blobs(n=300, seed=11, centers=centers, spread=1.6)
     Z = np.vstack([sc.transform(Xn), sc.hdbscan_.prediction_data_.raw_data[:20]])
-    labels, prob, scores = _Placer(sc.hdbscan_).place(Z)
+    labels, prob, scores = DenseGroupPlacer(sc.hdbscan_).place(Z)
     ref_labels, ref_prob = hdbscan.approximate_predict(sc.hdbscan_, Z)
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(prob, ref_prob, atol=1e-12)
@@ -178,7 +178,7 @@ def test_vectorised_placement_matches_hdbscan(fitted):
 
 def test_nearest_core_joins_the_nearest_dense_group_with_a_falling_strength(fitted):
     sc = fitted[0]
-    placer = _Placer(sc.hdbscan_)
+    placer = DenseGroupPlacer(sc.hdbscan_)
     core_points = sc.hdbscan_.prediction_data_.raw_data[sc.hdbscan_.labels_ >= 0]
     core_labels = sc.hdbscan_.labels_[sc.hdbscan_.labels_ >= 0]
     direction = np.ones(core_points.shape[1]) / np.sqrt(core_points.shape[1])

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from eventseg.models import SequenceAutoencoder
-from eventseg.models.contrastive import info_nce, subsequence_views
-from eventseg.train import train
+from eventseg.training.module import SequenceEncoderModule
+from eventseg.objectives.contrastive import info_nce, subsequence_views
+from eventseg.training.train import train
 from test_models import SMALL, SPEC, collate, make_batch, make_sequences
 from test_train import compose_train, tiny_overrides
 
@@ -19,9 +19,9 @@ from test_train import compose_train, tiny_overrides
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
-def make_model(**kwargs) -> SequenceAutoencoder:
+def make_model(**kwargs) -> SequenceEncoderModule:
     torch.manual_seed(0)
-    return SequenceAutoencoder(SPEC, **{**SMALL, **kwargs})
+    return SequenceEncoderModule(SPEC, **{**SMALL, **kwargs})
 
 
 def fit(model, seqs, steps: int, batch_size: int = 8, seed: int = 0) -> list[float]:

@@ -3,7 +3,7 @@ import pytest
 
 from conftest import make_events
 from eventseg.data.datamodule import BucketBatchSampler, EventDataModule
-from eventseg.prepare import PreparedData, prepare_events
+from eventseg.data.prepare import PreparedData, prepare_events
 
 
 def test_each_customer_once_per_epoch_and_new_order_each_epoch():

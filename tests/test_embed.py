@@ -1,6 +1,7 @@
 """Embedding export and inference: file format, sidecar, atomicity, parity, edge cases, errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from eventseg.run.config import CONFIG_DIR
 from hydra import compose, initialize_config_dir
 
-from eventseg.artifacts import file_hash
-from eventseg.checkpoint import CheckpointError
+from eventseg.run.artifacts import file_hash
+from eventseg.training.checkpoint import CheckpointError
 from eventseg.data.validate import EventDataError
-from eventseg.embed import (
+from eventseg.embedding.embed import (
     Embedder,
     EmbeddingsFileError,
     embed_from_config,
@@ -24,12 +26,12 @@ from eventseg.embed import (
     load_embeddings,
     write_embeddings,
 )
-from eventseg.synthetic import generate_synthetic, write_synthetic
-from eventseg.train import train
+from eventseg.data.synthetic import generate_synthetic, write_synthetic
+from eventseg.training.train import train
 from test_train import compose_train, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = CONFIG_DIR
 DIM, MAX_LEN = 8, 40  # tiny_overrides: model.embedding_dim=8, data.max_len=40
 ATOL = 1e-5
 
@@ -211,6 +213,29 @@ def test_a_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypat
     assert list(fresh.parent.iterdir()) == []  # neither data, temp files nor sidecar
 
 
+def test_embed_reads_a_runs_stored_model_and_refuses_a_changed_one(tmp_path, trained):
+    """ckpt=<run folder>: the model its train_metrics.json names in the store, the same file as
+    ckpt=<that checkpoint>; a store checkpoint whose bytes changed is refused before loading."""
+    ckpt, events_path, _ = trained
+    run = ckpt.parents[2] / "run"
+    by_run, by_file = tmp_path / "by_run", tmp_path / "by_file"
+    for ckpt_arg, out in ((run, by_run), (ckpt, by_file)):
+        embed_from_config(compose_embed([f"ckpt={ckpt_arg}", "data=events", f"data.path={events_path}", f"out_dir={out}"]))
+    assert pq.read_table(by_run / "embeddings.parquet").equals(pq.read_table(by_file / "embeddings.parquet"))
+
+    entry = tmp_path / "store" / ckpt.parent.name  # a copy of the entry: the module's store stays intact
+    shutil.copytree(ckpt.parent, entry)
+    data = bytearray((entry / "best.ckpt").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (entry / "best.ckpt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="best.ckpt changed after it was stored .*force=true"):
+        Embedder.from_checkpoint(entry / "best.ckpt")
+    out = tmp_path / "tampered"
+    with pytest.raises(CheckpointError, match="changed after it was stored"):
+        embed_from_config(compose_embed([f"ckpt={entry / 'best.ckpt'}", "data=events", f"data.path={events_path}", f"out_dir={out}"]))
+    assert not out.exists()
+
+
 def test_errors_leave_no_output(tmp_path, embedder, trained):
     ckpt, events_path, events = trained
     out = tmp_path / "out"
@@ -367,10 +392,10 @@ def test_edge_case_customers(embedder, trained):
 @pytest.mark.parametrize("encoder", ["gru", "transformer"])
 def test_padding_invariance_of_both_encoders(embedder, trained, encoder):
     """Untrained weights are enough: batch mates and padding must not move a vector."""
-    from eventseg.models.autoencoder import SequenceAutoencoder
+    from eventseg.training.module import SequenceEncoderModule
 
     torch.manual_seed(0)
-    model = SequenceAutoencoder(embedder.encoders.feature_spec.to_dict(), encoder=encoder, decoder="gru",
+    model = SequenceEncoderModule(embedder.encoders.feature_spec.to_dict(), encoder=encoder, decoder="gru",
                                 d_model=32, embedding_dim=DIM, num_layers=2)
     store = embedder.encode(trained[2])
     big = Embedder(model, embedder.encoders, MAX_LEN, device="cpu", batch_size=512)

@@ -6,7 +6,7 @@ import pytest
 
 from eventseg.data.batch import MISSING, N_SPECIAL, RARE, UNSEEN
 from eventseg.data.encoders import TIME_FEATURES, CategoricalEncoder, EventEncoders, NumericScaler, TimeEncoder
-from eventseg.prepare import prepare_events
+from eventseg.data.prepare import prepare_events
 
 
 def test_vocabulary_is_frequency_ordered_capped_with_rare_bucket():

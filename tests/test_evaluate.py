@@ -14,8 +14,8 @@ from sklearn.metrics import roc_auc_score
 from eventseg.data.io import read_events
 from eventseg.data.schema import EventSchema
 from eventseg.data.sources import completejourney_demographic_labels
-from eventseg.evaluate import evaluate_from_config, evaluate_probes, render_markdown
-from eventseg.predict.metrics import bootstrap_aucs, percentile_interval, roc_auc
+from eventseg.experiments.evaluate import evaluate_from_config, evaluate_probes, render_markdown
+from eventseg.propensity.metrics import bootstrap_aucs, percentile_interval, roc_auc
 from test_train import CONFIGS, ROOT, tiny_overrides
 
 SCHEMA = EventSchema(categorical=("event_type", "category", "channel"), numeric=("amount",))
@@ -179,7 +179,7 @@ def test_evaluate_script_end_to_end(tmp_path, tiny_events):
 
 
 def test_a_target_is_met_only_when_the_whole_interval_clears_it():
-    from eventseg.evaluate import _target_status
+    from eventseg.experiments.evaluate import _target_status
 
     assert _target_status(0.031, 0.012, 0.01) == "met"
     assert _target_status(0.031, -0.033, 0.01) == "within noise of the target"

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning (heads.finetune): the encoder learns from the labels, a zero encoder
+"""Supervised fine-tuning (propensity.finetune): the encoder learns from the labels, a zero encoder
 rate keeps it frozen, the saved network reloads to the same logits and refuses pickles, the
 `finetuned` candidate competes in the selection like any other (never under cross-validated
 selection, where its training scores are in-sample), and score.py rescores a run that publishes it."""
@@ -15,12 +15,13 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
-from eventseg.checkpoint import load_checkpoint, run_checkpoint
+from eventseg.training.checkpoint import load_checkpoint
+from eventseg.training.store import run_checkpoint
 from eventseg.data.store import SequenceStore
-from eventseg.errors import ConfigError
-from eventseg.predict import PropensityModel
-from eventseg.predict.finetune import FINETUNE_DIR, FineTunedEncoder
-from eventseg.predict.persistence import HeadsFileError
+from eventseg.run.errors import ConfigError
+from eventseg.propensity import PropensityModel
+from eventseg.propensity.finetune import FINETUNE_DIR, FineTunedEncoder
+from eventseg.propensity.persistence import HeadsFileError
 from test_persistence import PickleBomb, refused_unrun
 from test_predict_selection import planted
 
@@ -82,7 +83,7 @@ def test_saved_fine_tuned_encoder_reloads_to_the_same_logits_and_refuses_pickles
 
 
 @pytest.mark.parametrize("settings, match", [
-    ({"enabled": True, "lr": 0.1}, r"unknown heads.finetune setting\(s\) \['lr'\]"),
+    ({"enabled": True, "lr": 0.1}, r"unknown propensity.finetune setting\(s\) \['lr'\]"),
     ({"encoder_lr": -1.0}, "encoder_lr must be >= 0"),
     ({"batch_size": 0}, "batch_size must be > 0"),
     ({"validation_fraction": 1.0}, r"validation_fraction must be in \(0, 1\)"),
@@ -140,10 +141,10 @@ def test_a_run_that_publishes_fine_tuned_scores_is_rescored_exactly(finished_run
     """Force the choice to the fine-tuned candidate, then score.py must give the run's own scores."""
     from hydra import compose, initialize_config_dir
 
-    import eventseg.predict.selection as selection
+    import eventseg.propensity.selection as selection
     from eventseg.pipeline import run_pipeline
-    from eventseg.runs import RunError
-    from eventseg.score import score_customers
+    from eventseg.run.manifest import RunError
+    from eventseg.apps.score import score_customers
     from test_train import CONFIGS
 
     original = selection.select
@@ -157,7 +158,8 @@ def test_a_run_that_publishes_fine_tuned_scores_is_rescored_exactly(finished_run
                  "model.d_model=32", "model.embedding_dim=8", "loader.batch_size=32", "loader.eval_batch_size=64",
                  "trainer.accelerator=cpu", "logger=csv", "trainer.max_epochs=1", "objective=future",
                  f"labels.path={config['labels']['path']}", "heads=logistic", "cluster.stability.n_resamples=0",
-                 "heads.finetune.enabled=true", "heads.finetune.max_epochs=2", "heads.selection.cv_max_customers=0"]
+                 "propensity.finetune.enabled=true", "propensity.finetune.max_epochs=2",
+                 "propensity.selection.cv_max_customers=0"]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="pipeline", overrides=overrides)
     monkeypatch.chdir(tmp_path)

@@ -12,11 +12,11 @@ import torch
 import lightning as L
 
 from eventseg.data.batch import MISSING, RARE, UNSEEN, EventBatch, FeatureSpec
-from eventseg.models import SequenceAutoencoder
-from eventseg.models.future import (FutureSummaryHead, FutureTargets, constant_baseline, constant_guess,
+from eventseg.training.module import SequenceEncoderModule
+from eventseg.objectives.future import (FutureSummaryHead, FutureTargets, constant_baseline, constant_guess,
                                     constant_term_losses, future_options, mix_lookup)
-from eventseg.synthetic import generate_synthetic, write_synthetic
-from eventseg.train import train
+from eventseg.data.synthetic import generate_synthetic, write_synthetic
+from eventseg.training.train import train
 from test_contrastive import fit
 from test_train import compose_train, tiny_overrides
 
@@ -136,7 +136,7 @@ def test_options_are_checked():
     assert future_options({"top_k": None})["top_k"] is None
     no_time = {"categorical": {"kind": 7}, "numeric": ["amount"]}  # a spec without scalers
     with pytest.raises(ValueError, match="re-run prepare"):
-        SequenceAutoencoder(no_time, d_model=16, embedding_dim=8, objectives={"future": 1.0})
+        SequenceEncoderModule(no_time, d_model=16, embedding_dim=8, objectives={"future": 1.0})
 
 
 def structured_sequences(n: int, seed: int = 0) -> list:
@@ -156,7 +156,7 @@ def structured_sequences(n: int, seed: int = 0) -> list:
 
 
 def test_future_objective_loss_falls():
-    model = SequenceAutoencoder(SPEC.to_dict(), d_model=32, embedding_dim=16, objectives={"future": 1.0},
+    model = SequenceEncoderModule(SPEC.to_dict(), d_model=32, embedding_dim=16, objectives={"future": 1.0},
                                 future={"horizon_days": 30}, lr=3e-3, warmup_steps=0)
     assert model.decoder is None and model.future_head is not None
     losses = fit(model, structured_sequences(64), steps=150, batch_size=16)
@@ -252,7 +252,7 @@ def test_validation_scores_a_constant_model_exactly_as_the_constant_guess():
     """The model's validation terms are averaged over the same customers as the constant's (not
     per batch), so a model that predicts the constant matches the guess term for term: the
     comparison that early stopping and beats_constant_guess rest on is like for like."""
-    model = SequenceAutoencoder(TWO_FIELDS.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
+    model = SequenceEncoderModule(TWO_FIELDS.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
                                 future={"horizon_days": 30, "top_k": 3})
     head = model.future_head
     batches = random_batches(TWO_FIELDS, sizes=(7, 4, 11, 2))
@@ -273,7 +273,7 @@ def test_validation_scores_a_constant_model_exactly_as_the_constant_guess():
 
 
 def test_training_draws_n_cuts_per_customer():
-    model = SequenceAutoencoder(SPEC.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
+    model = SequenceEncoderModule(SPEC.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
                                 future={"horizon_days": 30, "n_cuts": 3})
     seen = []
     encode = model._encode
@@ -289,11 +289,11 @@ def test_training_draws_n_cuts_per_customer():
 def test_a_checkpoint_from_before_top_k_and_scales_still_loads():
     """A model trained before value mixes had top_k and terms had scales: its head is rebuilt
     as it was (every code a class, absolute terms) so its weights load and it predicts the same."""
-    legacy = SequenceAutoencoder(TWO_FIELDS.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
+    legacy = SequenceEncoderModule(TWO_FIELDS.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
                                  future={"horizon_days": 30, "top_k": None, "normalise": False})
     state = legacy.state_dict()
     assert not any(k.startswith("future_head.mix_lookup") or k == "future_head.term_scale" for k in state)
-    current = SequenceAutoencoder(TWO_FIELDS.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
+    current = SequenceEncoderModule(TWO_FIELDS.to_dict(), d_model=16, embedding_dim=8, objectives={"future": 1.0},
                                   future={"horizon_days": 30})  # today's defaults: top_k 50, normalised
     current.on_load_checkpoint({"state_dict": state})
     current.load_state_dict(state)

@@ -28,7 +28,7 @@ from conftest import make_events
 
 
 def test_features_as_of_cutoff_ignore_rows_after_it(schema):
-    from eventseg.features import AggregateFeatureBuilder, aggregate_features, rfm_features
+    from eventseg.features.aggregates import AggregateFeatureBuilder, aggregate_features, rfm_features
 
     events = make_events(n_customers=80, seed=4)
     cutoff = pd.Timestamp("2025-07-01")
@@ -58,9 +58,9 @@ def test_propensity_baselines_do_not_see_the_label_window():
     from sklearn.metrics import roc_auc_score
 
     from eventseg.data.labels import build_labels
-    from eventseg.features import rfm_features
-    from eventseg.predict.evaluate import evaluate_propensity
-    from eventseg.synthetic import generate_synthetic
+    from eventseg.features.aggregates import rfm_features
+    from eventseg.propensity.fit import evaluate_propensity
+    from eventseg.data.synthetic import generate_synthetic
 
     data = generate_synthetic(n_customers=700, seed=3)
     schema = EventSchema(categorical=("event_type", "category", "channel"), numeric=("amount",))
@@ -101,8 +101,8 @@ def _at_cutoff_events():
 
 def test_event_at_the_cutoff_is_not_history(schema):
     from eventseg.data.labels import build_labels, events_before
-    from eventseg.features import rfm_features
-    from eventseg.prepare import encode_events, prepare_events
+    from eventseg.features.aggregates import rfm_features
+    from eventseg.data.prepare import encode_events, prepare_events
 
     df, cutoff = _at_cutoff_events()
     cut_s = cutoff.value // 10**9
@@ -133,7 +133,7 @@ def test_event_at_the_cutoff_is_not_history(schema):
 
 def test_event_ages_are_measured_to_the_cutoff_not_the_last_event(schema):
     from eventseg.data.encoders import signed_log1p
-    from eventseg.prepare import encode_events, prepare_events
+    from eventseg.data.prepare import encode_events, prepare_events
 
     events = make_events(n_customers=40, seed=3)
     cutoff = pd.Timestamp("2026-03-01")
@@ -175,8 +175,8 @@ def _calibrated_scores():
 
 
 def test_auto_calibration_leaves_well_calibrated_scores_alone():
-    from eventseg.predict.calibration import choose_calibration
-    from eventseg.predict.metrics import expected_calibration_error
+    from eventseg.propensity.calibration import choose_calibration
+    from eventseg.propensity.metrics import expected_calibration_error
 
     p, y = _calibrated_scores()
     assert expected_calibration_error(y, p) < 1e-12
@@ -189,8 +189,8 @@ def test_auto_calibration_leaves_well_calibrated_scores_alone():
 
 
 def test_auto_calibration_fixes_badly_miscalibrated_scores():
-    from eventseg.predict.calibration import choose_calibration
-    from eventseg.predict.metrics import expected_calibration_error
+    from eventseg.propensity.calibration import choose_calibration
+    from eventseg.propensity.metrics import expected_calibration_error
 
     rng = np.random.default_rng(1)
     z = rng.standard_normal(1500)
@@ -244,7 +244,7 @@ def _walk_steps(hdb, Z):
 def test_placement_matches_hdbscan_on_nested_clusters():
     import hdbscan
 
-    from eventseg.cluster import SegmentClusterer, _Placer
+    from eventseg.segmentation.clusterer import DenseGroupPlacer, SegmentClusterer
 
     X = _nested_blobs(1200, 0)
     sc = SegmentClusterer(reducer="none", scaler="none", min_cluster_size=30, min_samples=5, cluster_selection_method="eom",
@@ -274,7 +274,7 @@ def test_placement_matches_hdbscan_on_nested_clusters():
     assert ((steps >= 2) & (one_step != ref_labels)).sum() >= 20  # stopping after one level would mislabel these
     assert (ref_labels >= 0).sum() > 200 and (ref_labels == -1).sum() > 200
 
-    labels, prob, scores = _Placer(hdb).place(Z)
+    labels, prob, scores = DenseGroupPlacer(hdb).place(Z)
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(prob, ref_prob, rtol=0, atol=1e-12)
     np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-12)
@@ -341,7 +341,7 @@ class _Unprintable:
 
 
 def test_write_json_failing_midway_keeps_the_old_file(tmp_path, writes_fail_midway, monkeypatch):
-    from eventseg.artifacts import write_json
+    from eventseg.run.artifacts import write_json
 
     path = tmp_path / "metrics.json"
     write_json({"old": True, "values": list(range(50))}, path)
@@ -369,7 +369,7 @@ def test_write_json_failing_midway_keeps_the_old_file(tmp_path, writes_fail_midw
 
 def test_report_failing_midway_keeps_the_old_report(tmp_path, writes_fail_midway, monkeypatch):
     from eventseg.report import ReportInputs, build_report
-    from eventseg.segments import build_customers, profile_segments
+    from eventseg.segmentation.profiles import build_customers, profile_segments
     from test_segments import _inputs
 
     clusters, scores, features = _inputs(n=90)
@@ -407,7 +407,7 @@ def _rank_batches(dm, rank, world, loader="train_dataloader", epoch=0):
 def test_ddp_ranks_take_disjoint_batches_covering_the_epoch(schema):
     from eventseg.data.datamodule import BucketBatchSampler, EventDataModule
     from eventseg.data.split import TRAIN, VAL
-    from eventseg.prepare import prepare_events
+    from eventseg.data.prepare import prepare_events
 
     prepared = prepare_events(make_events(n_customers=400, seed=5), schema, max_len=40)
     train_idx = np.flatnonzero(prepared.splits == TRAIN)

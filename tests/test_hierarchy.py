@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score, homogeneity_score
 
-import eventseg.cluster.broad as broad_module
-from eventseg.cluster import SegmentClusterer
-from eventseg.cluster.broad import BroadLevel
-from eventseg.cluster.hierarchy import MicroLevel
+import eventseg.segmentation.clusterer.broad as broad_module
+from eventseg.segmentation.clusterer import SegmentClusterer
+from eventseg.segmentation.clusterer.broad import BroadLevel
+from eventseg.segmentation.clusterer.hierarchy import MicroLevel
 
 FAST = dict(n_resamples=2, n_jobs=1, silhouette_sample_size=2000)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from eventseg.data.encoders import signed_log1p
-from eventseg.features import aggregate_features
-from eventseg.hybrid import HybridFeatures, HybridRepresentation
+from eventseg.features.aggregates import aggregate_features
+from eventseg.features.representation import HybridFeatures, HybridRepresentation
 
 
 def test_blocks_carry_equal_variance_whatever_their_width():

@@ -3,7 +3,7 @@ import pytest
 
 from eventseg.data.io import read_events, read_table
 from eventseg.data.validate import EventDataError, validate_events
-from eventseg.prepare import prepare_events
+from eventseg.data.prepare import prepare_events
 
 
 def test_parquet_file_directory_and_csv_give_the_same_events(tmp_path, events, schema):

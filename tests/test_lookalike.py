@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eventseg.errors import ConfigError, UserError
-from eventseg.lookalike import LookalikeScorer, find_lookalikes
-from eventseg.lookalike import api as lookalike_api
-from eventseg.lookalike.evidence import heldout_recall, holdout_split
-from eventseg.lookalike.index import ExactIndex, IVFIndex, build_index
-from eventseg.lookalike.seeds import parse_seed_spec, resolve_seeds
-from eventseg.runs import read_manifest, verify_files
+from eventseg.run.errors import ConfigError, UserError
+from eventseg.apps.lookalike import LookalikeScorer, find_lookalikes
+from eventseg.apps.lookalike import api as lookalike_api
+from eventseg.apps.lookalike.evidence import heldout_recall, holdout_split
+from eventseg.apps.lookalike.index import ExactIndex, IVFIndex, build_index
+from eventseg.apps.lookalike.seeds import parse_seed_spec, resolve_seeds
+from eventseg.run.manifest import read_manifest, verify_files
 
 REPO = Path(__file__).resolve().parents[1]
 

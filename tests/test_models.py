@@ -11,9 +11,9 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from eventseg.data.batch import UNSEEN, EventBatch
-from eventseg.models import SequenceAutoencoder, TrainingDivergedError
-from eventseg.models.autoencoder import drop_events
-from eventseg.models.event_encoder import embedding_dim_for
+from eventseg.training.module import SequenceEncoderModule, TrainingDivergedError
+from eventseg.training.module import drop_events
+from eventseg.nn.event_encoder import embedding_dim_for
 
 SPEC = {"categorical": {"event_type": 12, "category": 40}, "numeric": [f"x{i}" for i in range(5)]}
 SMALL = dict(d_model=32, embedding_dim=16, n_heads=4)
@@ -53,9 +53,9 @@ def make_batch(n: int = 16, max_len: int = 30, seed: int = 0) -> EventBatch:
     return collate(make_sequences(n, max_len, seed))
 
 
-def make_model(encoder: str = "gru", decoder: str = "gru", **kwargs) -> SequenceAutoencoder:
+def make_model(encoder: str = "gru", decoder: str = "gru", **kwargs) -> SequenceEncoderModule:
     torch.manual_seed(0)
-    return SequenceAutoencoder(SPEC, encoder=encoder, decoder=decoder, **{**SMALL, **kwargs})
+    return SequenceEncoderModule(SPEC, encoder=encoder, decoder=decoder, **{**SMALL, **kwargs})
 
 
 def trainer(**kwargs) -> L.Trainer:
@@ -220,7 +220,7 @@ def test_checkpoint_round_trip(tmp_path):
     from omegaconf import OmegaConf
 
     data_state = {"schema": {"id_col": "customer_id"}, "vocab": {"event_type": ["view", "buy"]}, "version": 1}
-    model = SequenceAutoencoder(
+    model = SequenceEncoderModule(
         OmegaConf.create(SPEC), encoder="transformer", decoder="gru",
         encoder_options=OmegaConf.create({"pool": "cls"}), data_state=data_state, **SMALL,
     )
@@ -230,7 +230,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert "encoder: transformer" in logged_hparams and "data_state" not in logged_hparams
     path = tmp_path / "model.ckpt"
     fit.save_checkpoint(path)
-    loaded = SequenceAutoencoder.load_from_checkpoint(path)
+    loaded = SequenceEncoderModule.load_from_checkpoint(path)
     assert loaded.hparams.data_state == data_state
     assert loaded.hparams.encoder_options == {"pool": "cls"}
     batch = make_batch(8, 12, seed=7)

@@ -10,17 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eventseg.cluster.broad import nearest_keeping_previous
+from eventseg.segmentation.clusterer.broad import nearest_keeping_previous
 from eventseg.data.schema import EventSchema
-from eventseg.errors import ConfigError, RunError, UserError
-from eventseg.monitor import Thresholds, monitor_run
-from eventseg.monitor.alerts import period_alerts, refresh_verdict
-from eventseg.monitor.backtest import auc_drop, auc_standard_error, backtest
-from eventseg.monitor.drift import embedding_drift_auc, psi
-from eventseg.monitor.membership import membership_churn, size_changes, transitions
-from eventseg.predict.metrics import bootstrap_aucs
-from eventseg.score import score_customers
-from eventseg.segment_quality import RFMKMeans
+from eventseg.run.errors import ConfigError, RunError, UserError
+from eventseg.apps.monitor import Thresholds, monitor_run
+from eventseg.apps.monitor.alerts import period_alerts, refresh_verdict
+from eventseg.apps.monitor.backtest import auc_drop, auc_standard_error, backtest
+from eventseg.apps.monitor.drift import embedding_drift_auc, psi
+from eventseg.apps.monitor.membership import membership_churn, size_changes, transitions
+from eventseg.propensity.metrics import bootstrap_aucs
+from eventseg.apps.score import score_customers
+from eventseg.segmentation.predictiveness import RFMKMeans
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 CUTOFFS = ["2025-10-01", "2025-11-01", "2025-12-01"]  # inside the tiny run's year of history
@@ -70,7 +70,7 @@ def test_a_customer_near_a_boundary_keeps_their_segment_unless_another_is_clearl
 
 
 def test_smoothed_placement_scores_average_over_dates_and_leave_newcomers_alone():
-    from eventseg.monitor.api import _smoothed
+    from eventseg.apps.monitor.api import _smoothed
 
     earlier = pd.DataFrame({"customer_id": [1, 2], "p_buy": [0.2, 0.8]})
     now = pd.DataFrame({"customer_id": [1, 2, 3], "p_buy": [0.6, 0.8, 0.5]})
@@ -95,7 +95,7 @@ def test_hanley_mcneil_error_matches_the_bootstrap():
     rng = np.random.default_rng(3)
     y = np.r_[np.ones(300), np.zeros(500)]
     p = np.r_[rng.normal(1.0, 1, 300), rng.normal(0, 1, 500)]
-    from eventseg.predict.metrics import roc_auc
+    from eventseg.propensity.metrics import roc_auc
 
     se = auc_standard_error(roc_auc(y, p), 300, 500)
     assert se == pytest.approx(np.nanstd(bootstrap_aucs(y, p, n_boot=2000)), rel=0.15)
@@ -238,8 +238,8 @@ def test_a_sticky_weekly_refresh_with_score_py_matches_the_monitor(monitored, ti
 
 @pytest.mark.slow
 def test_a_failed_write_leaves_the_previous_monitoring_whole(monitored, tiny_events, tmp_path, monkeypatch):
-    import eventseg.monitor.api as api
-    from eventseg.artifacts import file_hash
+    import eventseg.apps.monitor.api as api
+    from eventseg.run.artifacts import file_hash
 
     run = tmp_path / "run"
     shutil.copytree(monitored[0], run)

@@ -17,20 +17,20 @@ import skops.io as sio
 from sklearn.linear_model import LogisticRegression
 
 from eventseg import __version__
-from eventseg.artifacts import file_hash
-from eventseg.cluster import (
-    CLUSTERER_FILE,
-    SKOPS_TRUSTED_TYPES,
+from eventseg.run.artifacts import file_hash
+from eventseg.run.layout import RunLayout
+from eventseg.run.safe_skops import skops_type_names
+from eventseg.segmentation.clusterer import (
     ClusterConfigError,
     ClustererFileError,
     ClusterInputError,
+    DenseGroupPlacer,
     SegmentClusterer,
-    _Placer,
-    skops_type_names,
     write_cluster_outputs,
 )
-from eventseg.predict.heads import PropensityHeads
-from eventseg.predict.persistence import (
+from eventseg.segmentation.clusterer.persistence import SKOPS_TRUSTED_TYPES
+from eventseg.propensity.heads import PropensityHeads
+from eventseg.propensity.persistence import (
     ESTIMATOR_SKOPS_TYPES,
     ESTIMATORS_FILE,
     LEGACY_ESTIMATORS_FILE,
@@ -116,7 +116,7 @@ def clusterer():
 @pytest.fixture
 def saved(clusterer, tmp_path):
     sc, _ = clusterer
-    return sc.save(tmp_path / CLUSTERER_FILE)
+    return sc.save(tmp_path / RunLayout.clusterer)
 
 
 def outcome_scores(n, seed=0):
@@ -231,7 +231,7 @@ def test_round_trip_places_new_points_identically(clusterer, saved):
     # the vectorised placer sees the same arrays, and hdbscan's own prediction agrees
     Z = sc.transform(new)
     np.testing.assert_array_equal(Z, loaded.transform(new))
-    p1, p2 = _Placer(sc.hdbscan_), _Placer(loaded.hdbscan_)
+    p1, p2 = DenseGroupPlacer(sc.hdbscan_), DenseGroupPlacer(loaded.hdbscan_)
     for name in ("core", "point_parent", "point_lambda", "node_parent", "node_lambda", "node_label",
                  "node_max_lambda", "score_max_lambda"):
         np.testing.assert_array_equal(getattr(p1, name), getattr(p2, name), err_msg=name)
@@ -254,7 +254,7 @@ def test_round_trip_places_new_points_identically(clusterer, saved):
     # the saved core distances stand in for hdbscan's own (slow) generation: same predictions
     full = SegmentClusterer.load(saved)
     full.hdbscan_.generate_prediction_data()
-    full._placer = _Placer(full.hdbscan_)  # built from hdbscan's own prediction data
+    full.placer_ = DenseGroupPlacer(full.hdbscan_)  # built from hdbscan's own prediction data
     c = full.predict(new, soft=True)
     _assert_same_placement(b, c)
     np.testing.assert_array_equal(b.membership, c.membership)
@@ -268,8 +268,8 @@ def test_identity_scaler_and_reducer_round_trip(tmp_path):
     X = nested_with_outliers(n=900, dim=4, far=10)
     sc = SegmentClusterer(scaler="none", reducer="none", min_cluster_size=30, min_samples=5, n_resamples=0,
                           n_jobs=1, silhouette_sample_size=500).fit(X)
-    loaded = SegmentClusterer.load(sc.save(tmp_path / CLUSTERER_FILE))
-    assert "scaler" not in _members(tmp_path / CLUSTERER_FILE)
+    loaded = SegmentClusterer.load(sc.save(tmp_path / RunLayout.clusterer))
+    assert "scaler" not in _members(tmp_path / RunLayout.clusterer)
     new = nested_with_outliers(n=300, dim=4, seed=3, far=5)
     _assert_same_placement(sc.predict(new), loaded.predict(new))
 
@@ -277,8 +277,8 @@ def test_identity_scaler_and_reducer_round_trip(tmp_path):
 def test_write_cluster_outputs_writes_the_safe_file(clusterer, tmp_path):
     sc, _ = clusterer
     paths = write_cluster_outputs(sc, tmp_path)
-    assert Path(paths["clusterer"]).name == CLUSTERER_FILE == "clusterer.npz"
-    side = json.loads((tmp_path / f"{CLUSTERER_FILE}.json").read_text())
+    assert Path(paths["clusterer"]).name == RunLayout.clusterer == "clusterer.npz"
+    side = json.loads((tmp_path / f"{RunLayout.clusterer}.json").read_text())
     assert side["format_version"] == 3 and side["n_subsegments"] == sc.n_subsegments_
     assert json.loads((tmp_path / "clusters.parquet.json").read_text())["clusterer_sha256"] == file_hash(paths["clusterer"])
     assert not list(tmp_path.glob("*.pkl"))
@@ -289,7 +289,7 @@ def test_write_cluster_outputs_writes_the_safe_file(clusterer, tmp_path):
 def test_outcome_aware_round_trip_places_new_points_identically(outcome_clusterer, tmp_path):
     sc, X, out = outcome_clusterer
     assert sc.metrics_["broad"]["space"] == "outcomes" and sc.n_clusters_ == 3
-    path = sc.save(tmp_path / CLUSTERER_FILE)
+    path = sc.save(tmp_path / RunLayout.clusterer)
     members = _members(path)
     assert {"outcomes.mean", "outcomes.scale", "broad.centers", "broad.merge", "micro.table", "micro.parent"} <= set(members)
     assert members["broad.centers"].shape == (sc.broad_.centers_.shape[0], 2)
@@ -348,7 +348,7 @@ def _corrupt_cases(members, outcome_aware):
 @pytest.mark.parametrize("outcome_aware", [False, True], ids=["representation", "outcomes"])
 def test_corrupt_broad_and_micro_arrays_are_refused(outcome_aware, clusterer, outcome_clusterer, tmp_path):
     sc = outcome_clusterer[0] if outcome_aware else clusterer[0]
-    good = sc.save(tmp_path / CLUSTERER_FILE)
+    good = sc.save(tmp_path / RunLayout.clusterer)
     members = _members(good)
     assert members["micro.table"].shape[0] >= 2, "the test needs several broad segments"
     bad = tmp_path / "bad.npz"
@@ -402,7 +402,7 @@ def test_custom_and_umap_reducers_are_refused_at_save_not_pickled(tmp_path):
     X = nested_with_outliers(n=900, dim=8, far=10)
     sc = SegmentClusterer(reducer=HalfDims(), min_cluster_size=30, min_samples=5, n_resamples=0, n_jobs=1,
                           silhouette_sample_size=500).fit(X)
-    target = tmp_path / CLUSTERER_FILE
+    target = tmp_path / RunLayout.clusterer
     with pytest.raises(ClusterConfigError, match=r"reducer \(.*HalfDims\) cannot be saved safely.*reducer='pca'"):
         sc.save(target)
     sc.reducer = "umap"  # what a UMAP clusterer looks like to save()
@@ -484,7 +484,7 @@ def test_an_old_pickle_clusterer_is_named_not_loaded(tmp_path, saved):
     saved.unlink()
     (tmp_path / "clusterer.pkl").write_bytes(pickle.dumps(PickleBomb(marker)))
     with pytest.raises(FileNotFoundError, match="clusterer.pkl is an old pickle clusterer.*re-run cluster"):
-        SegmentClusterer.load(tmp_path / CLUSTERER_FILE)
+        SegmentClusterer.load(tmp_path / RunLayout.clusterer)
     with refused_unrun(marker, ClustererFileError, "is a pickle"):
         SegmentClusterer.load(tmp_path / "clusterer.pkl")
 

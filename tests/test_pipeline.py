@@ -8,6 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
+from eventseg.training.store import run_checkpoint
 from test_train import ROOT, tiny_overrides
 
 STAGES = ("prepare", "train", "embed", "propensity", "cluster", "segments", "metrics", "report")
@@ -63,7 +64,8 @@ def test_pipeline_runs_skips_and_forces(tmp_path, tiny_events):
     new["customer_id"] = new["customer_id"] + 10**9
     new.loc[new.index[::3], "category"] = "brand_new_category"
     new.to_parquet(tmp_path / "new_events.parquet")
-    checkpoint_mtime = (out / "checkpoints" / "best.ckpt").stat().st_mtime
+    stored = run_checkpoint(out)  # the forced retrain trained the same weights: the entry was kept
+    checkpoint_mtime = stored.stat().st_mtime
     scored = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "score.py"), f"run_dir={out}", "data=events",
          f"data.path={tmp_path / 'new_events.parquet'}", f"paths.root_dir={tmp_path}"],
@@ -76,7 +78,7 @@ def test_pipeline_runs_skips_and_forces(tmp_path, tiny_events):
     assert new_customers["segment_name"].notna().all()
     assert set(new_customers["segment"]) <= set(segments.loc[segments["level"] == "broad", "segment"])
     assert set(new_customers["subsegment"]) - {-1} <= set(segments.loc[segments["level"] == "micro", "segment"])
-    assert (out / "checkpoints" / "best.ckpt").stat().st_mtime == checkpoint_mtime
+    assert stored.stat().st_mtime == checkpoint_mtime and run_checkpoint(out) == stored
 
 
 @pytest.mark.slow
@@ -147,4 +149,5 @@ def test_cutoff_after_every_event_fails_in_one_line_before_training(tmp_path, ti
     error = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "no events after the cutoff" in error[0]
     out = tmp_path / "run"
-    assert not list(out.glob("checkpoints/*.ckpt")) and not (out / "report.html").exists()
+    assert not list(out.glob("checkpoints/*.ckpt")) and not (tmp_path / "checkpoints").exists()
+    assert not (out / "report.html").exists()

@@ -7,9 +7,9 @@ import pytest
 
 from eventseg.data.labels import PurchaseFilter, build_labels, check_purchase_filter, parse_purchase_filter
 from eventseg.data.schema import EventSchema
-from eventseg.errors import ConfigError, UserError
-from eventseg.predict import evaluate_propensity, verdict_lines
-from eventseg.segments import build_customers
+from eventseg.run.errors import ConfigError, UserError
+from eventseg.propensity import evaluate_propensity, verdict_lines
+from eventseg.segmentation.profiles import build_customers
 
 SCHEMA = EventSchema(categorical=("event_type",), numeric=("amount",))
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from eventseg.predict.evaluate import binary_verdict, regression_verdict
-from eventseg.predict.metrics import paired_auc_differences
+from eventseg.propensity.fit import binary_verdict, regression_verdict
+from eventseg.propensity.metrics import paired_auc_differences
 
 
 def test_paired_interval_matches_a_hand_computed_bootstrap():

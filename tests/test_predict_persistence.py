@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
-from eventseg.predict import HeadsFileError, PropensityHeads, PropensityModel
-from eventseg.predict.persistence import ESTIMATORS_FILE, MODEL_FILE
-from eventseg.predict.selection import STACK
+from eventseg.propensity import HeadsFileError, PropensityHeads, PropensityModel
+from eventseg.propensity.persistence import ESTIMATORS_FILE, MODEL_FILE
+from eventseg.propensity.selection import STACK
 from test_persistence import SkopsBomb, refused_unrun
 from test_predict_selection import planted
 

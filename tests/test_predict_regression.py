@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from eventseg.data.schema import EventSchema
-from eventseg.predict import PropensityModel, evaluate_propensity, verdict_lines
+from eventseg.propensity import PropensityModel, evaluate_propensity, verdict_lines
 
 SCHEMA = EventSchema(categorical=("event_type",), numeric=("amount",))
 

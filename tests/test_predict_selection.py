@@ -11,8 +11,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from eventseg.data.schema import EventSchema
-from eventseg.predict import CandidateInputs, PlattCalibrator, PropensityHeads, PropensityModel
-from eventseg.predict.selection import BASELINES, BINARY_ORDER, STACK, LogitStack, select
+from eventseg.propensity import CandidateInputs, PlattCalibrator, PropensityHeads, PropensityModel
+from eventseg.propensity.selection import BASELINES, BINARY_ORDER, STACK, LogitStack, select
 
 SCHEMA = EventSchema(categorical=("event_type",), numeric=("amount",))
 
@@ -123,7 +123,7 @@ def test_fitted_objects_follow_the_estimator_contract(make):
 def test_evaluate_publishes_the_chosen_baseline_and_says_so():
     """Outcomes driven by recency, a noise representation: RFM is chosen, p_<label> is RFM's score,
     and the verdict says the scores come from RFM (what score.py then reproduces)."""
-    from eventseg.predict import evaluate_propensity
+    from eventseg.propensity import evaluate_propensity
 
     rng = np.random.default_rng(1)
     n = 3000
@@ -166,7 +166,7 @@ def test_cross_validated_choice_scores_every_labelled_customer_out_of_fold(drive
 
 
 def test_evaluate_chooses_by_cross_validation_only_for_small_labelled_sets():
-    from eventseg.predict import evaluate_propensity
+    from eventseg.propensity import evaluate_propensity
 
     rng = np.random.default_rng(2)
     n = 800
@@ -177,8 +177,9 @@ def test_evaluate_chooses_by_cross_validation_only_for_small_labelled_sets():
                            "event_type": "purchase", "amount": rng.lognormal(3, 1, 2 * n)})
     labels = pd.DataFrame({"customer_id": ids, "buy": (rng.random(n) < 1 / (1 + np.exp(-(2.0 - np.log1p(recency))))).astype(float)})
     args = (ids, rng.standard_normal((n, 4)), labels, events, SCHEMA)
-    small = evaluate_propensity(*args, {"kind": "logistic", "selection": {"cv_folds": 3}}, seed=0)["metrics"]["selection"]
+    small = evaluate_propensity(*args, {"kind": "logistic"}, seed=0, selection_cfg={"cv_folds": 3})["metrics"]["selection"]
     assert set(small["cross_validation"]["buy"]["cv_roc_auc"]) >= set(BASELINES)
     assert small["rule"].startswith("highest mean ROC-AUC over 3-fold refits")
-    large = evaluate_propensity(*args, {"kind": "logistic", "selection": {"cv_max_customers": 100}}, seed=0)["metrics"]["selection"]
+    large = evaluate_propensity(*args, {"kind": "logistic"}, seed=0,
+                                selection_cfg={"cv_max_customers": 100})["metrics"]["selection"]
     assert large["cross_validation"] is None and large["rule"].startswith("highest validation ROC-AUC")

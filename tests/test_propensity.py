@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 
 from eventseg.data.schema import EventSchema
-from eventseg.features import OTHER, AggregateFeatureBuilder, aggregate_features, rfm_features
+from eventseg.run.config import CONFIG_DIR
+from eventseg.features.aggregates import OTHER, AggregateFeatureBuilder, aggregate_features, rfm_features
 from eventseg.data.labels import align_to_ids
-from eventseg.predict import PropensityHeads, choose_calibration, classification_metrics, evaluate_propensity, regression_metrics
-from eventseg.predict.metrics import expected_calibration_error
+from eventseg.propensity import PropensityHeads, choose_calibration, classification_metrics, evaluate_propensity, regression_metrics
+from eventseg.propensity.metrics import expected_calibration_error
 from conftest import make_events
 
 AS_OF = pd.Timestamp("2025-01-11")
@@ -191,7 +192,7 @@ def test_align_labels_coerces_ids_and_reports_unknowns():
 
 
 def test_evaluate_propensity_end_to_end_on_synthetic_customers():
-    from eventseg.synthetic import generate_synthetic
+    from eventseg.data.synthetic import generate_synthetic
 
     data = generate_synthetic(n_customers=1500, seed=1)
     schema = EventSchema(categorical=("event_type", "category", "channel"), numeric=("amount",))
@@ -242,14 +243,24 @@ def test_evaluate_propensity_end_to_end_on_synthetic_customers():
 
 @pytest.mark.parametrize("name", ["mlp", "logistic"])
 def test_heads_config_group_builds_heads(name):
-    from pathlib import Path
-
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "heads" / f"{name}.yaml")
-    heads = PropensityHeads.from_config(cfg)  # the selection block is not a heads setting
+    cfg = OmegaConf.load(CONFIG_DIR / "heads" / f"{name}.yaml")
+    heads = PropensityHeads.from_config(cfg)  # the group holds the heads' parameters and nothing else
     assert heads.kind == name and heads.config["calibrate"] == "auto" and heads.config["concat_rfm"] is False
-    assert set(cfg.selection) == {"tolerance", "stack_folds", "n_boot", "bootstrap_seed", "cv_folds", "cv_max_customers"}
-    assert cfg.selection.n_boot == 1000
+    assert heads.get_params() == {**PropensityHeads().get_params(), "kind": name, "hidden": [64]}
     with pytest.raises(ValueError, match="unknown heads setting"):
         PropensityHeads.from_config({"kind": name, "hiden": [8]})
+
+
+def test_pipeline_propensity_block_keeps_the_selection_and_finetune_defaults():
+    from omegaconf import OmegaConf
+
+    from eventseg.propensity.finetune import FineTunedEncoder
+    from eventseg.propensity.fit import SELECTION_DEFAULTS
+
+    cfg = OmegaConf.load(CONFIG_DIR / "pipeline.yaml").propensity
+    assert OmegaConf.to_container(cfg.selection) == SELECTION_DEFAULTS
+    assert cfg.finetune.enabled is False
+    tuner = FineTunedEncoder.from_config(cfg.finetune)
+    assert tuner.get_params() == {**FineTunedEncoder().get_params(), "hidden": [64]}

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from eventseg.run.config import CONFIG_DIR
 from hydra import compose, initialize_config_dir
 
 from eventseg.data.io import read_events
 from eventseg.data.sources import resolve_source, source_files
 from eventseg.data.validate import EventDataError, validate_events
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = CONFIG_DIR
 
 
 def _parts(root: Path, *frames: pd.DataFrame) -> Path:

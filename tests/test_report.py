@@ -13,12 +13,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from eventseg.embed import write_embeddings
+from eventseg.embedding.embed import write_embeddings
 from eventseg.report import (ReportInputs, build_report, visualize_calibration, visualize_gain, visualize_lift,
                              visualize_map, visualize_profile, visualize_sizes)
 from eventseg.report.figures import OUTLIER_COLOR
 from eventseg.report.format import days, integer, money, number, percent, ratio
-from eventseg.segments import attach_names, build_customers, profile_segments
+from eventseg.segmentation.profiles import attach_names, build_customers, profile_segments
 from test_segments import _inputs
 
 LABELS = ("churn_30d", "purchase_within_30d")

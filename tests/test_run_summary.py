@@ -2,7 +2,7 @@
 
 import json
 
-from eventseg.run_summary import run_summary
+from eventseg.report.summary import run_summary
 
 
 def _write(path, obj):

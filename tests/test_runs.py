@@ -1,5 +1,6 @@
 """Trustworthy runs: one writer per out_dir, a manifest readers verify, content fingerprints,
-run-scoped checkpoints that refuse another run's resume, and one-line user errors (exit 2)."""
+trained models shared through the model store and verified before use, checkpoints that refuse
+another run's resume, and one-line user errors (exit 2)."""
 
 import json
 import os
@@ -11,10 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from eventseg.checkpoint import CheckpointError
-from eventseg.errors import RunError
-from eventseg.runs import RunLock, content_hash, mark_running, read_manifest, verify_files
-from eventseg.train import train
+from eventseg.training.checkpoint import CheckpointError
+from eventseg.run.errors import RunError
+from eventseg.run.manifest import RunLock, content_hash, mark_running, read_manifest, verify_files
+from eventseg.training.store import run_checkpoint
+from eventseg.training.train import train
 from test_train import ROOT, compose_train, tiny_overrides
 
 
@@ -45,7 +47,7 @@ def test_second_writer_is_refused_and_the_lock_is_released(tmp_path):
         with pytest.raises(RunError, match="being written by another eventseg run .*pid"):
             RunLock(tmp_path).__enter__()
         # a second process is refused too (flock is per open file, across processes)
-        code = f"from eventseg.runs import RunLock\nRunLock({str(tmp_path)!r}).__enter__()"
+        code = f"from eventseg.run.manifest import RunLock\nRunLock({str(tmp_path)!r}).__enter__()"
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert other.returncode != 0 and "being written by another eventseg run" in other.stderr
     with RunLock(tmp_path):  # released on exit
@@ -68,13 +70,16 @@ def test_manifest_lists_every_output_with_its_hash(finished_run):
     _, out = finished_run
     manifest = read_manifest(out)
     assert manifest["status"] == "complete"
-    for name in ("checkpoints/best.ckpt", "customers.parquet", "segments.parquet", "segments.csv", "report.html",
+    for name in ("customers.parquet", "segments.parquet", "segments.csv", "report.html",
                  "train_metrics.json", "prepared/splits.npy"):
         assert manifest["files"][name] == content_hash(out / name), name
-    assert not any(k.startswith(("logs/", ".stages/")) for k in manifest["files"])
+    assert not any(k.startswith(("logs/", ".stages/", "checkpoints/")) for k in manifest["files"])
     assert set(manifest["stages"]) >= {"prepare", "train", "embed", "cluster", "propensity", "segments", "report"}
-    # checkpoint paths are relative to the run, so a copied run finds its own
-    assert json.loads((out / "train_metrics.json").read_text())["best_checkpoint"] == "checkpoints/best.ckpt"
+    # the model lives in the store; the manifest-listed train_metrics.json pins its entry and bytes
+    record = json.loads((out / "train_metrics.json").read_text())["checkpoint"]
+    stored = run_checkpoint(out)
+    assert stored.parent.parent == (out.parent / "checkpoints").resolve() and stored.parent.name == record["fingerprint"]
+    assert record["sha256"] == content_hash(stored)
 
 
 def test_incomplete_run_is_refused_by_readers(finished_run, tmp_path):
@@ -93,30 +98,37 @@ def test_changed_or_added_file_is_refused_before_loading(finished_run, tmp_path)
     _, out = finished_run
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    verify_files(copy, ["checkpoints/best.ckpt", "heads"])  # untouched: passes
-    ckpt = copy / "checkpoints" / "best.ckpt"
-    data = bytearray(ckpt.read_bytes())
+    verify_files(copy, ["train_metrics.json", "prepared"])  # untouched: passes
+    changed = copy / "customers.parquet"
+    data = bytearray(changed.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte
-    ckpt.write_bytes(bytes(data))
-    with pytest.raises(RunError, match="best.ckpt changed after the run finished"):
-        verify_files(copy, ["checkpoints/best.ckpt"])
-    (copy / "heads" / "extra.bin").write_bytes(b"planted")
+    changed.write_bytes(bytes(data))
+    with pytest.raises(RunError, match="customers.parquet changed after the run finished"):
+        verify_files(copy, ["customers.parquet"])
+    (copy / "prepared" / "extra.bin").write_bytes(b"planted")
     with pytest.raises(RunError, match="extra.bin was added after the run finished"):
-        verify_files(copy, ["heads"])
+        verify_files(copy, ["prepared"])
 
 
 def test_score_refuses_a_tampered_checkpoint(finished_run, tmp_path, tiny_events):
+    """The checkpoint lives outside the run, in the store: a flipped byte there is refused too."""
     root, out = finished_run
     copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    ckpt = copy / "checkpoints" / "best.ckpt"
-    data = bytearray(ckpt.read_bytes())
+    shutil.copytree(out, copy)  # the copy's train_metrics.json names the same store entry
+    ckpt = run_checkpoint(out)
+    original = ckpt.read_bytes()
+    data = bytearray(original)
     data[-100] ^= 0x01
     ckpt.write_bytes(bytes(data))
-    scored = run_script("score.py", [f"run_dir={copy}", "data=events", f"data.path={tiny_events}",
-                                     "data.categorical=[event_type,category,channel]", "data.numeric=[amount]"], tmp_path)
+    try:
+        scored = run_script("score.py", [f"run_dir={copy}", "data=events", f"data.path={tiny_events}",
+                                         "data.categorical=[event_type,category,channel]", "data.numeric=[amount]"], tmp_path)
+    finally:
+        ckpt.write_bytes(original)  # the store is shared by the module's other tests
     assert scored.returncode == 2, scored.stderr[-2000:]
-    assert "changed after the run finished" in scored.stderr and "Traceback" not in scored.stderr
+    errors = [line for line in scored.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in scored.stderr, scored.stderr[-2000:]
+    assert f"{ckpt} changed after it was stored" in errors[0] and "rerun with force=true to retrain" in errors[0]
     assert not (copy / "scored").exists()
 
 
@@ -133,12 +145,17 @@ def test_copied_run_folder_is_up_to_date(finished_run, tmp_path, tiny_events):
     assert again.stdout.count("up to date, skipped") >= 7
 
 
-def test_new_out_dir_with_other_clustering_reuses_the_trained_model(finished_run, tiny_events):
+def test_new_out_dir_with_other_clustering_shares_the_stored_model(finished_run, tiny_events):
+    """Same prepared data and training settings: the second run uses the first one's store entry;
+    it trains nothing and copies nothing."""
     root, out = finished_run
     other = run_script("pipeline.py", pipeline_args(root, tiny_events, out="other") + ["cluster.min_segment_share=0.03"], root)
     assert other.returncode == 0, other.stderr[-3000:]
-    assert "[train] reused the model trained in" in other.stdout
-    assert content_hash(root / "other" / "checkpoints" / "best.ckpt") == content_hash(out / "checkpoints" / "best.ckpt")
+    assert "[train] reused the model stored in" in other.stdout
+    assert "[train] budget" not in other.stdout and "training summary" not in other.stdout  # no training
+    assert run_checkpoint(root / "other") == run_checkpoint(out)
+    assert [p.name for p in (root / "checkpoints").iterdir() if not p.name.startswith(".")] == [run_checkpoint(out).parent.name]
+    assert not (root / "other" / "checkpoints").exists() and not (out / "checkpoints").exists()
     assert read_manifest(root / "other")["status"] == "complete"
 
 
@@ -147,22 +164,27 @@ def test_new_out_dir_with_other_clustering_reuses_the_trained_model(finished_run
 
 def test_resume_from_another_runs_checkpoint_is_refused(tmp_path, tiny_events):
     first = train(compose_train(tiny_overrides(tmp_path / "a", tiny_events) + ["trainer.max_epochs=1"]))
-    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
-    assert first.checkpoint.parent == last.parent  # run-scoped: inside out_dir
+    stored = first.checkpoint
+    assert stored.parent.parent == (tmp_path / "a" / "checkpoints").resolve()  # in the store, not the run
+    assert not (tmp_path / "a" / "run" / "checkpoints").exists()  # finished: no resume point left behind
     other = tiny_overrides(tmp_path / "b", tiny_events) + ["trainer.max_epochs=1", "model.embedding_dim=12"]
     with pytest.raises(CheckpointError, match="belongs to another run .*model"):
-        train(compose_train(other + [f"ckpt_path={last}"]))
+        train(compose_train(other + [f"ckpt_path={stored}"]))
     other_data = tiny_overrides(tmp_path / "c", tiny_events) + ["trainer.max_epochs=1", "data.max_len=30"]
     with pytest.raises(CheckpointError, match="belongs to another run .*prepared data"):
-        train(compose_train(other_data + [f"ckpt_path={last}"]))
+        train(compose_train(other_data + [f"ckpt_path={stored}"]))
 
 
-def test_retraining_replaces_checkpoints_instead_of_piling_up(tmp_path, tiny_events):
+def test_retraining_the_same_model_keeps_its_one_store_entry(tmp_path, tiny_events):
+    """Same data and settings train the same weights: the entry other runs verified stays as it is."""
     cfg = compose_train(tiny_overrides(tmp_path, tiny_events) + ["trainer.max_epochs=1"])
-    train(cfg)
-    train(cfg)
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert not (tmp_path / "checkpoints").exists()
+    first = train(cfg).checkpoint
+    written = first.stat().st_mtime_ns
+    second = train(cfg).checkpoint
+    assert second == first and first.stat().st_mtime_ns == written
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.startswith(".")] == [first.parent.name]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert run_checkpoint(tmp_path / "run") == first
 
 
 # ---- user errors: one line, exit status 2, before any work --------------------------------
@@ -173,6 +195,9 @@ def test_retraining_replaces_checkpoints_instead_of_piling_up(tmp_path, tiny_eve
     ("trainer.max_epochs=0", "trainer.max_epochs=0 must be a positive integer"),
     ("representation=pca", "representation='pca' is not one of"),
     ("labels.path=/nonexistent/labels.parquet", "labels.path=/nonexistent/labels.parquet does not exist"),
+    # the heads group holds only the heads' parameters: the old spellings name the new keys
+    ("heads.finetune.enabled=true", "heads.finetune moved to propensity.finetune: pass propensity.finetune.enabled=true"),
+    ("heads.selection.tolerance=0.01", "heads.selection moved to propensity.selection: pass propensity.selection.tolerance=0.01"),
 ])
 def test_bad_settings_fail_in_one_line_before_any_work(tmp_path, tiny_events, override, message):
     bad = run_script("pipeline.py", pipeline_args(tmp_path, tiny_events) + [override], tmp_path)
@@ -180,6 +205,21 @@ def test_bad_settings_fail_in_one_line_before_any_work(tmp_path, tiny_events, ov
     assert message in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) <= 2
     assert not (tmp_path / "run" / "prepared").exists()
+
+
+def test_a_composed_config_with_a_moved_setting_fails_before_any_work(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from eventseg.pipeline import check_pipeline_config
+    from eventseg.run.errors import ConfigError
+    from test_train import CONFIGS
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="pipeline", overrides=[f"paths.root_dir={tmp_path}", f"out_dir={tmp_path}/run",
+                                                         "+heads.selection.n_boot=10"])
+    with pytest.raises(ConfigError, match=r"^heads.selection moved to propensity.selection: pass propensity.selection"):
+        check_pipeline_config(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
@@ -200,8 +240,8 @@ def test_unwritable_out_dir_fails_first(tmp_path, tiny_events):
 
 
 def test_unwritable_out_dir_is_a_clear_error(tmp_path):
-    from eventseg.config import check_writable
-    from eventseg.errors import ConfigError
+    from eventseg.run.config import check_writable
+    from eventseg.run.errors import ConfigError
 
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from eventseg.data.schema import EventSchema
-from eventseg.errors import UserError
-from eventseg.features import rfm_features
+from eventseg.run.errors import UserError
+from eventseg.features.aggregates import rfm_features
 
 
 def test_single_numeric_field_is_the_money_column():

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eventseg.segment_insights import (observed_outcomes, segment_insights, segment_rules, suggest_actions,
+from eventseg.segmentation.insights import (observed_outcomes, segment_insights, segment_rules, suggest_actions,
                                        top_values)
-from eventseg.segments import OUTLIERS, build_customers, profile_segments
+from eventseg.segmentation.profiles import OUTLIERS, build_customers, profile_segments
 
 
 def _customers(segment, subsegment, ids=None):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from eventseg.segment_quality import (
+from eventseg.segmentation.predictiveness import (
     compare_segmentations, eta_squared, propensity_tiers, rfm_kmeans_groups, segment_predictiveness,
 )
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eventseg.segments import OUTLIERS, attach_names, build_customers, profile_segments
+from eventseg.segmentation.profiles import OUTLIERS, attach_names, build_customers, profile_segments
 
 MICRO_OF_BROAD = {0: [0, 1], 1: [2, 3], 2: [4, 5]}
 

@@ -6,7 +6,7 @@ import pytest
 
 from eventseg.data.labels import build_labels, events_before
 from eventseg.data.split import assign_splits
-from eventseg.prepare import prepare_events
+from eventseg.data.prepare import prepare_events
 
 
 def test_split_is_stable_under_row_order_and_other_customers():

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from eventseg.stages import Stage, StageRunner
+from eventseg.run.stages import Stage, StageRunner
 
 
 def test_stage_skips_when_up_to_date_and_reruns_on_change(tmp_path):

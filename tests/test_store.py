@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from eventseg.data.store import SequenceStore
-from eventseg.prepare import PreparedData, encode_events, prepare_events
+from eventseg.data.prepare import PreparedData, encode_events, prepare_events
 
 
 def test_store_is_sorted_by_customer_then_time(events, schema):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from eventseg.synthetic import (
+from eventseg.data.synthetic import (
     ARCHETYPE_NAMES,
     CATEGORIES,
     CHANNELS,

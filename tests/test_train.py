@@ -9,14 +9,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from eventseg.run.config import CONFIG_DIR
 from hydra import compose, initialize_config_dir
 
-from eventseg.checkpoint import CheckpointError, load_checkpoint
+from eventseg.training.checkpoint import CheckpointError, load_checkpoint
 from eventseg.data.validate import EventDataError
-from eventseg.train import train
+from eventseg.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = CONFIG_DIR
 
 
 def tiny_overrides(tmp_path: Path, events: Path) -> list[str]:
@@ -122,7 +123,7 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, tiny_events, mo
     stop_at = saved_at + 1
     assert stop_at < 2 * per_epoch
     b = tiny_overrides(tmp_path / "b", tiny_events) + common
-    import eventseg.train as train_module
+    import eventseg.training.train as train_module
 
     real_trainer = train_module.L.Trainer
     monkeypatch.setattr(train_module.L, "Trainer", lambda **kw: real_trainer(**{**kw, "callbacks": kw["callbacks"] + [InterruptAt(stop_at)]}))
@@ -132,6 +133,7 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, tiny_events, mo
     last = tmp_path / "b" / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == saved_at
     resumed = train(compose_train(b + [f"ckpt_path={last}"]))
+    assert not last.exists() and resumed.checkpoint.parent.parent == (tmp_path / "b" / "checkpoints").resolve()
     assert resumed.datamodule.trainer.global_step == steps
     for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
@@ -175,7 +177,7 @@ def test_checkpoint_is_self_contained_in_a_fresh_process(tmp_path, tiny_events):
     shutil.rmtree(tmp_path / "run")
     code = f"""
 import torch
-from eventseg.checkpoint import load_checkpoint
+from eventseg.training.checkpoint import load_checkpoint
 probe = torch.load({str(tmp_path / 'probe.pt')!r}, weights_only=False)
 trained = load_checkpoint({str(alone)!r})
 assert trained.encoders.schema.categorical == ('event_type', 'category', 'channel')
@@ -239,7 +241,7 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_events):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "training summary" in out.stdout
-    assert list(tmp_path.rglob("last.ckpt")), "no last.ckpt written"
+    assert list((tmp_path / "checkpoints").glob("*/best.ckpt")), "no model stored"
 
     # the ranks split the epoch: rank 0 (which writes the metrics) took every other batch of
     # the one shared batch order, so it ran half the steps and saw exactly those batches' events

@@ -5,7 +5,7 @@ import pytest
 from eventseg.data.io import read_events
 from eventseg.data.schema import EventSchema
 from eventseg.data.validate import EventDataError, validate_events
-from eventseg.prepare import prepare_events
+from eventseg.data.prepare import prepare_events
 
 
 def test_clean_data_passes_with_normalised_dtypes(events, schema):

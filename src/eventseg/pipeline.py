@@ -1,10 +1,11 @@
 """The end-to-end job: each stage is a pure function; this module only declares the stages
-(config, inputs, outputs) and chains them, skipping those already up to date (`eventseg.stages`).
+(config, inputs, outputs) and chains them, skipping those already up to date (`eventseg.run.stages`).
 
-prepare → aggregates → train → embed → [represent] → cluster → propensity (when labels exist) → segments → report
+prepare → aggregates → train → embed → [represent] → propensity (when labels exist) → cluster → segments
+→ metrics → report
 
 The run folder is locked for the whole job, checked before any work, and finished with a
-manifest (`run.json`) that readers verify (`eventseg.runs`). Events are read and validated
+manifest (`run.json`) that readers verify (`eventseg.run.manifest`). Events are read and validated
 once per job, and only when a stage needs them.
 """
 
@@ -18,38 +19,41 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from eventseg.artifacts import atomic_path, sidecar_path, write_json, write_parquet, write_sidecar
-from eventseg.checkpoint import load_checkpoint, run_checkpoint
-from eventseg.cluster import SegmentClusterer, cluster_from_config
-from eventseg.config import check_cutoff, check_training_config, check_writable, plain
 from eventseg.data.io import read_events, read_table
 from eventseg.data.labels import build_labels, check_purchase_filter
+from eventseg.data.prepare import PreparedData, prepare_from_config
 from eventseg.data.schema import OUTPUT_ID, EventSchema, id_key
 from eventseg.data.sources import resolve_source, source_files
 from eventseg.data.split import TRAIN
 from eventseg.data.store import STORE_FORMAT
 from eventseg.data.validate import validate_events
-from eventseg.embed import embed_from_config, load_embeddings, write_embeddings
-from eventseg.errors import ConfigError
-from eventseg.features import (AGGREGATES_BUILDER_FILE, AGGREGATES_FILE, AggregateFeatureBuilder, read_aggregates,
-                               rfm_from_aggregates, write_aggregates)
-from eventseg.hybrid import HYBRID_FILE, REPRESENTATIONS, HybridFeatures
-from eventseg.prepare import PreparedData, prepare_from_config
-from eventseg.predict import evaluate_propensity, verdict_lines
-from eventseg.predict.finetune import FINETUNE_DIR, FineTunedEncoder
-from eventseg.predict.persistence import MODEL_FORMAT
+from eventseg.embedding.embed import embed_from_config, load_embeddings, write_embeddings
+from eventseg.features.aggregates import AggregateFeatureBuilder, read_aggregates, rfm_from_aggregates, write_aggregates
+from eventseg.features.representation import REPRESENTATIONS, HybridFeatures
+from eventseg.propensity import evaluate_propensity, verdict_lines
+from eventseg.propensity.finetune import FineTunedEncoder
+from eventseg.propensity.persistence import MODEL_FORMAT
 from eventseg.report import ReportInputs, build_report, report_title
-from eventseg.runs import MANIFEST, RunLock, mark_running, write_manifest
-from eventseg.run_summary import run_summary
-from eventseg.segment_insights import segment_insights
-from eventseg.segment_quality import segment_predictiveness
-from eventseg.segments import attach_names, build_customers, profile_segments
-from eventseg.model_index import record_trained_model, reuse_trained_model
-from eventseg.stages import Stage, StageRunner
-from eventseg.train import IDENTITY_KEYS, SCHEDULE_KEYS, prepared_hash, train, train_identity
+from eventseg.report.summary import run_summary
+from eventseg.run.artifacts import atomic_path, sidecar_path, write_json, write_parquet, write_sidecar
+from eventseg.run.columns import observed_column, observed_labels, score_names
+from eventseg.run.config import check_cutoff, check_moved_settings, check_training_config, check_writable, plain
+from eventseg.run.errors import ConfigError
+from eventseg.run.layout import RunLayout
+from eventseg.run.manifest import MANIFEST, RunLock, mark_running, write_manifest
+from eventseg.run.stages import Stage, StageRunner
+from eventseg.segmentation.clusterer import SegmentClusterer, cluster_from_config
+from eventseg.segmentation.insights import segment_insights
+from eventseg.segmentation.predictiveness import segment_predictiveness
+from eventseg.segmentation.profiles import attach_names, build_customers, profile_segments
+from eventseg.training.checkpoint import load_checkpoint
+from eventseg.training.store import ModelStore, run_checkpoint
+from eventseg.training.train import model_identity, train
 
 # where the data lives is not what the data is: the inputs' content stands for these in fingerprints
 _LOCATION_KEYS = ("path", "raw_dir", "labels_path", "truth_path", "name")
+# blocks that left the heads group, which holds only the heads candidate's parameters
+MOVED_SETTINGS = {"heads.selection": "propensity.selection", "heads.finetune": "propensity.finetune"}
 
 
 def data_settings(data_cfg) -> dict:
@@ -59,6 +63,7 @@ def data_settings(data_cfg) -> dict:
 
 def check_pipeline_config(cfg: DictConfig) -> None:
     """Everything that can be checked before reading a single event."""
+    check_moved_settings([f"heads.{key}" for key in cfg.get("heads") or {}], MOVED_SETTINGS)
     check_writable(cfg.out_dir)
     check_training_config(cfg)
     check_cutoff(cfg.data.get("cutoff"))
@@ -89,17 +94,12 @@ class PipelineRun:
         self.labels_cfg = plain(cfg.labels)
         self.has_labels = bool(self.labels_cfg.get("path") or cfg.data.get("cutoff"))
         self.representation = str(cfg.get("representation", "embedding"))
-        self.paths = {name: self.out / name for name in (
-            "prepared", "train_metrics.json", "embeddings.parquet", "clusters.parquet", "cluster_metrics.json",
-            "propensity_metrics.json", "propensity_scores.parquet", "customers.parquet", "segments.parquet",
-            "segment_metrics.json", "metrics.json", "report.html",
-        )}  # fmt: skip
-        self.paths["aggregates"] = self.out / AGGREGATES_FILE
-        self.paths["finetune"] = self.out / FINETUNE_DIR
-        finetune = plain(cfg.get("heads") or {}).get("finetune") or {}
-        self.finetunes = self.has_labels and bool(finetune.get("enabled"))  # heads.finetune: fine-tune the encoder
-        self.paths["features"] = (self.out / "representation.parquet" if self.representation == "hybrid"
-                                  else self.paths["embeddings.parquet"])
+        self.layout = RunLayout(self.out)
+        propensity = plain(cfg.get("propensity") or {})  # beside the heads: the choice per label, the fine-tuned encoder
+        self.selection_cfg, self.finetune_cfg = propensity.get("selection") or {}, propensity.get("finetune") or {}
+        self.finetunes = self.has_labels and bool(self.finetune_cfg.get("enabled"))  # fine-tune the encoder
+        # what the heads and the clusterer read: the hybrid, or the embedding alone
+        self.features = self.layout.representation if self.representation == "hybrid" else self.layout.embeddings
 
     @cached_property
     def data_files(self) -> list[Path]:
@@ -123,7 +123,7 @@ class PipelineRun:
 
     @cached_property
     def prepared(self) -> PreparedData:
-        return PreparedData.load(self.paths["prepared"])
+        return PreparedData.load(self.layout.prepared)
 
     @property
     def checkpoint(self) -> Path:
@@ -147,81 +147,81 @@ class PipelineRun:
     # ---- stage declarations: what each reads, writes and depends on, in one place ----------
 
     def stages(self) -> list[Stage]:
-        p, cfg = self.paths, self.cfg
-        scored = [p["propensity_scores.parquet"]] if self.has_labels else []
+        p, cfg = self.layout, self.cfg
+        scored = [p.propensity_scores] if self.has_labels else []
         stages = [
             Stage("prepare", lambda: prepare_from_config(cfg.data, self.out, source=self.events, validation=self.validated[1]),
                   config={"data": data_settings(cfg.data), "store_format": STORE_FORMAT},
-                  inputs=self.data_files, outputs=[p["prepared"]]),
+                  inputs=self.data_files, outputs=[p.prepared]),
             Stage("aggregates", self.aggregates_stage,
                   config={"aggregates": plain(cfg.aggregates), "data": data_settings(cfg.data)},
-                  inputs=[p["prepared"] / "splits.npy", *self.data_files],
-                  outputs=[p["aggregates"], self.out / AGGREGATES_BUILDER_FILE]),
+                  inputs=[p.prepared_splits, *self.data_files],
+                  outputs=[p.aggregates, p.aggregates_builder]),
             Stage("train", self.train_stage, config=lambda: self.training_identity(),
-                  inputs=[], outputs=[p["train_metrics.json"]]),
+                  inputs=[], outputs=[p.train_metrics]),
             Stage("embed", lambda: write_json(embed_from_config(self.embed_config(), source=self.events),
-                                              self.out / "embed_metrics.json"),
+                                              p.embed_metrics),
                   config={"data": data_settings(cfg.data), "embed": plain(cfg.embed)},
-                  inputs=lambda: [self.checkpoint, *self.data_files], outputs=[p["embeddings.parquet"]]),
+                  inputs=lambda: [self.checkpoint, *self.data_files], outputs=[p.embeddings]),
         ]
         if self.representation == "hybrid":
             stages.append(Stage("represent", self.represent_stage, config={},
-                                inputs=[p["embeddings.parquet"], p["prepared"] / "splits.npy", p["aggregates"],
-                                        self.out / AGGREGATES_BUILDER_FILE],
-                                outputs=[p["features"], self.out / HYBRID_FILE]))
+                                inputs=[p.embeddings, p.prepared_splits, p.aggregates,
+                                        p.aggregates_builder],
+                                outputs=[self.features, self.layout.hybrid]))
         if self.has_labels:
             labels = {k: v for k, v in self.labels_cfg.items() if k not in ("path", "truth_path")}
             check_purchase_filter(labels.get("purchase_filter"), self.schema)  # a bad filter fails before any work
             stages.append(Stage("propensity", self.propensity_stage,
-                                config={"labels": labels, "heads": plain(cfg.heads), "data": data_settings(cfg.data),
+                                config={"labels": labels, "heads": plain(cfg.heads), "selection": self.selection_cfg,
+                                        "finetune": self.finetune_cfg, "data": data_settings(cfg.data),
                                         "format": MODEL_FORMAT},
-                                inputs=lambda: [p["features"], p["aggregates"], p["prepared"] / "splits.npy",
+                                inputs=lambda: [self.features, p.aggregates, p.prepared_splits,
                                                 *self.label_files(), *self.data_files,
                                                 *([self.checkpoint] if self.finetunes else [])],
-                                outputs=[p["propensity_metrics.json"], p["propensity_scores.parquet"],
-                                         *([p["finetune"]] if self.finetunes else [])]))
+                                outputs=[p.propensity_metrics, p.propensity_scores,
+                                         *([p.finetune] if self.finetunes else [])]))
         # after the heads: with labels, broad segments are formed in the space of their scores
         stages.append(Stage("cluster", lambda: cluster_from_config(self.cluster_config()), config=plain(cfg.cluster),
-                            inputs=[p["features"], *scored], outputs=[p["clusters.parquet"], p["cluster_metrics.json"]]))
+                            inputs=[self.features, *scored], outputs=[p.clusters, p.cluster_metrics]))
         stages.append(Stage("segments", self.segments_stage,
                             config={"labels": self.has_labels, "data": data_settings(cfg.data)},
-                            inputs=[p["clusters.parquet"], *scored, p["aggregates"]],
-                            outputs=[p["customers.parquet"], p["segments.parquet"], self.out / "segments.csv",
-                                     *([p["segment_metrics.json"]] if self.has_labels else [])]))
+                            inputs=[p.clusters, *scored, p.aggregates],
+                            outputs=[p.customers, p.segments, p.segments_csv,
+                                     *([p.segment_metrics] if self.has_labels else [])]))
         stages.append(Stage("metrics", self.metrics_stage,
                             config={"labels": self.has_labels, "representation": self.representation},
-                            inputs=[p["train_metrics.json"], p["cluster_metrics.json"], p["prepared"] / "prepare_report.json",
-                                    *([p["propensity_metrics.json"], p["segment_metrics.json"]] if self.has_labels else [])],
-                            outputs=[p["metrics.json"]]))
+                            inputs=[p.train_metrics, p.cluster_metrics, p.prepare_report,
+                                    *([p.propensity_metrics, p.segment_metrics] if self.has_labels else [])],
+                            outputs=[p.metrics]))
         stages.append(Stage("report", self.report_stage,
                             config={"labels": self.has_labels, "representation": self.representation},
-                            inputs=[p["features"], p["customers.parquet"], p["segments.parquet"], p["cluster_metrics.json"],
-                                    p["metrics.json"], *scored],
-                            outputs=[p["report.html"]]))
+                            inputs=[self.features, p.customers, p.segments, p.cluster_metrics,
+                                    p.metrics, *scored],
+                            outputs=[p.report]))
         return stages
 
     def training_identity(self) -> dict:
-        return train_identity(self.cfg, prepared_hash(self.paths["prepared"]), keys=IDENTITY_KEYS + SCHEDULE_KEYS)
+        return model_identity(self.cfg, self.layout.prepared)
 
     def embed_config(self) -> DictConfig:
         return OmegaConf.create({"ckpt": str(self.checkpoint), "out_dir": str(self.out), "data": plain(self.cfg.data),
                                  **plain(self.cfg.embed)})
 
     def cluster_config(self) -> dict:
-        outcomes = str(self.paths["propensity_scores.parquet"]) if self.has_labels else None
-        return {"embeddings": str(self.paths["features"]), "out_dir": str(self.out), "outcomes": outcomes,
+        outcomes = str(self.layout.propensity_scores) if self.has_labels else None
+        return {"embeddings": str(self.features), "out_dir": str(self.out), "outcomes": outcomes,
                 "cluster": plain(self.cfg.cluster)}
 
     # ---- stages -------------------------------------------------------------------------------
 
     def train_stage(self) -> None:
-        """Reuse a model trained on the same prepared data with the same settings (any out_dir), else
-        train; labels that cannot work fail first, not after training."""
+        """Use the stored model trained on the same prepared data with the same settings (by any
+        run), else train (always with force=true); labels that cannot work fail first, not after training."""
         check_labels(self)
-        index = Path(self.cfg.paths.runs_dir) / ".trained"
-        if not reuse_trained_model(index, self.training_identity(), self.out):
+        store = ModelStore(self.cfg.paths.checkpoints_dir)
+        if self.cfg.get("force", False) or not store.adopt(self.training_identity(), self.out):
             train(self.cfg, self.prepared)
-            record_trained_model(index, self.training_identity(), self.out)
 
     def aggregates_stage(self) -> None:
         """The run's one aggregate table: category columns chosen on training customers, every
@@ -239,23 +239,24 @@ class PipelineRun:
 
     def represent_stage(self) -> None:
         """Embeddings ++ standardised aggregates, fitted on the training split and saved for scoring."""
-        ids, matrix = load_embeddings(self.paths["embeddings.parquet"])
+        ids, matrix = load_embeddings(self.layout.embeddings)
         builder, table = self.aggregates
         hybrid = HybridFeatures.from_builder(builder).fit(ids, matrix, fit_ids=self.train_ids(np.asarray(ids)), aggregates=table)
         features = hybrid.transform(ids, matrix, aggregates=table)
-        hybrid.save(self.out / HYBRID_FILE)
-        write_embeddings(ids, features, self.paths["features"], rows_per_part=None, representation="hybrid",
+        hybrid.save(self.layout.hybrid)
+        write_embeddings(ids, features, self.features, rows_per_part=None, representation="hybrid",
                          embedding_dim=int(matrix.shape[1]), aggregate_columns=int(features.shape[1] - matrix.shape[1]))
 
     def propensity_stage(self) -> None:
         """Every candidate per label (representation heads, baselines, a stack), chosen on validation;
         the chosen one's scores for every customer, every candidate's beside them for the report."""
-        p, labels_cfg = self.paths, self.cfg.labels
-        ids, matrix = load_embeddings(p["features"])
+        p, labels_cfg = self.layout, self.cfg.labels
+        ids, matrix = load_embeddings(self.features)
         labels = self.labels_table
         tuner = self.finetuner(ids, matrix) if self.finetunes else None
         result = evaluate_propensity(
             ids, matrix, labels, self.events, self.schema, plain(self.cfg.heads), seed=int(self.cfg.data.split.seed),
+            selection_cfg=self.selection_cfg,
             truth=read_table(labels_cfg.truth_path, "truth") if labels_cfg.get("truth_path") else None,
             cutoff=self.cfg.data.get("cutoff"), horizon_days=int(labels_cfg.horizon_days),
             purchase_filter=self.labels_cfg.get("purchase_filter"),
@@ -263,15 +264,15 @@ class PipelineRun:
             finetune=None if tuner is None else tuner[0],
         )
         if tuner is not None and hasattr(tuner[1], "network_"):  # not fitted when no label is binary
-            tuner[1].save(p["finetune"])
+            tuner[1].save(p.finetune)
             result["metrics"]["finetune"] = {"params": tuner[1].get_params(), **tuner[1].fit_info_}
-        observed = result["labels"].drop(columns=[OUTPUT_ID]).add_prefix("y__")  # for the report's test charts
+        observed = result["labels"].drop(columns=[OUTPUT_ID]).rename(columns=observed_column)  # for the report's test charts
         scores = pd.concat([result["scores"], result["candidate_scores"].drop(columns=[OUTPUT_ID]), observed], axis=1)
-        result["model"].save(self.out / "heads")
-        write_parquet(scores, p["propensity_scores.parquet"])
-        write_sidecar(p["propensity_scores.parquet"], rows=len(scores), heads=plain(self.cfg.heads),
-                      published=[c for c in scores.columns if c.startswith(("p_", "pred_"))])
-        write_json(result["metrics"], p["propensity_metrics.json"])
+        result["model"].save(self.layout.propensity_model)
+        write_parquet(scores, p.propensity_scores)
+        write_sidecar(p.propensity_scores, rows=len(scores), heads=plain(self.cfg.heads), selection=self.selection_cfg,
+                      finetune=self.finetune_cfg, published=score_names(scores.columns))
+        write_json(result["metrics"], p.propensity_metrics)
         for line in verdict_lines(result["metrics"]):
             print(f"[propensity] {line}")
 
@@ -283,8 +284,7 @@ class PipelineRun:
         if not np.array_equal(np.asarray(ids), np.asarray(store.customer_ids)):
             raise RuntimeError("the representation's customers are not in the prepared store's order")
         side = matrix[:, int(trained.bottleneck.out_features):]
-        heads_cfg = plain(self.cfg.heads)
-        tuner = FineTunedEncoder.from_config(heads_cfg.get("finetune"), seed=int(heads_cfg.get("seed", 0)))
+        tuner = FineTunedEncoder.from_config(self.finetune_cfg, seed=int(self.cfg.heads.get("seed", 0)))
 
         def finetune(labels: pd.DataFrame, train_rows: np.ndarray) -> np.ndarray:
             rows = np.flatnonzero(train_rows)
@@ -296,26 +296,26 @@ class PipelineRun:
         return finetune, tuner
 
     def segments_stage(self) -> None:
-        p = self.paths
-        clusters = pd.read_parquet(p["clusters.parquet"])
+        p = self.layout
+        clusters = pd.read_parquet(p.clusters)
         observed = None
         if self.has_labels:  # one read: published scores, observed outcomes (y__*) and split per customer
-            observed = pd.read_parquet(p["propensity_scores.parquet"]).set_index(OUTPUT_ID)
-        published = None if observed is None else observed.filter(regex=r"^(p|pred)_").reset_index()
+            observed = pd.read_parquet(p.propensity_scores).set_index(OUTPUT_ID)
+        published = None if observed is None else observed[score_names(observed.columns)].reset_index()
         _, features = self.aggregates
         customers = build_customers(clusters, published)
         monetary = f"{self.schema.amount_col}_sum" if self.schema.amount_col else None
         segments = profile_segments(customers, features, monetary)
         customers = attach_names(customers, segments)
-        outcomes = None if observed is None else observed.filter(regex=r"^y__").rename(columns=lambda c: c[3:])
+        outcomes = None if observed is None else observed[list(observed_labels(observed.columns))].rename(columns=observed_labels(observed.columns))
         test_ids = None if observed is None else observed.index[observed["split"] == "test"]
         segments = segment_insights(customers, segments, features, outcomes=outcomes, eval_ids=test_ids,
                                     seed=int(self.cfg.data.split.seed), monetary=monetary)
-        write_parquet(customers, p["customers.parquet"])
-        write_sidecar(p["customers.parquet"], rows=len(customers))
-        write_parquet(segments, p["segments.parquet"])
-        write_sidecar(p["segments.parquet"], rows=len(segments))
-        with atomic_path(self.out / "segments.csv") as tmp:
+        write_parquet(customers, p.customers)
+        write_sidecar(p.customers, rows=len(customers))
+        write_parquet(segments, p.segments)
+        write_sidecar(p.segments, rows=len(segments))
+        with atomic_path(p.segments_csv) as tmp:
             segments.to_csv(tmp, index=False)
         if observed is not None:
             self.write_segment_predictiveness(customers, outcomes, published.set_index(OUTPUT_ID),
@@ -329,7 +329,7 @@ class PipelineRun:
         result = segment_predictiveness(
             customers.set_index(OUTPUT_ID)["segment"], outcomes, rfm_from_aggregates(features, self.schema),
             fit_ids=fit_ids, eval_ids=eval_ids, propensity=propensity, seed=int(self.cfg.data.split.seed))
-        write_json({"measured_on": "test customers", "outcomes": result}, self.paths["segment_metrics.json"])
+        write_json({"measured_on": "test customers", "outcomes": result}, self.layout.segment_metrics)
         for label, r in result.items():
             eta = r["eta2"]
             print(f"[segments] {label}: eta^2 by broad segment {_fmt(eta['eventseg'])} vs RFM k-means "
@@ -339,26 +339,26 @@ class PipelineRun:
         """metrics.json: the run in one summary (data, training, heads vs RFM, segments)."""
         horizon = int(self.labels_cfg["horizon_days"]) if self.has_labels else None
         write_json(run_summary(self.out, data_name=str(self.cfg.data.name), objective=str(self.cfg.objective.name),
-                               representation=self.representation, horizon_days=horizon), self.paths["metrics.json"])
+                               representation=self.representation, horizon_days=horizon), self.layout.metrics)
 
     def report_stage(self) -> None:
         """report.html from this run folder's files (eventseg.report)."""
         inputs = ReportInputs.from_run(self.out, title=report_title(self.cfg.data.name), representation=self.representation)
-        build_report(self.paths["report.html"], inputs)
+        build_report(self.layout.report, inputs)
 
     def remove_stale(self) -> None:
         """Files of a representation this run no longer uses: scoring must not pick them up."""
         if self.representation == "embedding":
-            rep = self.out / "representation.parquet"
-            for stale in (self.out / HYBRID_FILE, rep, sidecar_path(rep)):
+            rep = self.layout.representation
+            for stale in (self.layout.hybrid, rep, sidecar_path(rep)):
                 stale.unlink(missing_ok=True)
         if not self.has_labels:
-            for stale in (self.paths["propensity_metrics.json"], self.paths["propensity_scores.parquet"],
-                          self.paths["segment_metrics.json"]):
+            for stale in (self.layout.propensity_metrics, self.layout.propensity_scores,
+                          self.layout.segment_metrics):
                 stale.unlink(missing_ok=True)
-            shutil.rmtree(self.out / "heads", ignore_errors=True)
+            shutil.rmtree(self.layout.propensity_model, ignore_errors=True)
         if not self.finetunes:
-            shutil.rmtree(self.paths["finetune"], ignore_errors=True)
+            shutil.rmtree(self.layout.finetune, ignore_errors=True)
 
 
 def _fmt(x) -> str:
@@ -402,5 +402,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Path]:
             print("[propensity] no labels (labels.path or data.cutoff): segments get no propensity scores")
         for stage in run.stages():
             runner.run(stage)
-        write_manifest(run.out, runner.fingerprints, config=plain(cfg))
-    return {"manifest": run.out / MANIFEST, "checkpoint": run.checkpoint, **{k: v for k, v in run.paths.items() if v.exists()}}
+        write_manifest(run.out, runner.fingerprints, config=plain(cfg),
+                       holds={"representation": run.representation, "propensity": run.has_labels,
+                              "finetune": run.finetunes and run.layout.finetune.exists()})  # no binary label: none fitted
+    return {"manifest": run.out / MANIFEST, "checkpoint": run.checkpoint, **run.layout.results()}

@@ -112,7 +112,7 @@ class EventDataModule(L.LightningDataModule):
 
     @classmethod
     def from_prepared(cls, prepared_dir: str | Path, **kwargs) -> "EventDataModule":
-        from eventseg.prepare import PreparedData
+        from eventseg.data.prepare import PreparedData
 
         prepared = PreparedData.load(prepared_dir)
         return cls(prepared.store, prepared.splits, **kwargs)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eventseg.artifacts import write_json
 from eventseg.data.batch import MISSING, N_SPECIAL, RARE, UNSEEN, FeatureSpec, earlier_features
 from eventseg.data.schema import EventSchema
+from eventseg.run.artifacts import write_json
 
 FORMAT_VERSION = 1
 _FIT_SAMPLE = 1_000_000  # quantiles from a sample this size are exact to ~1e-3; full sorts cost seconds

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from eventseg.errors import UserError
+from eventseg.run.errors import UserError
 
 
 def id_examples(ids, n: int = 3) -> list:

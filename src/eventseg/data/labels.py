@@ -20,7 +20,7 @@ import pandas as pd
 
 from eventseg.data.schema import EventSchema
 from eventseg.data.split import SPLITS
-from eventseg.errors import ConfigError, UserError
+from eventseg.run.errors import ConfigError, UserError
 
 _FILTER_HELP = ("write `<column> == <value>` or `<column> in [<value>, ...]` (e.g. `event_type == purchase`), "
                 "a mapping {<column>: [<value>, ...]}, or null (every event counts as a purchase)")

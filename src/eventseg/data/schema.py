@@ -6,7 +6,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from eventseg.errors import UserError
+from eventseg.run.errors import UserError
 
 # Every output table of a run names its id column this, whatever the input calls it (data.id_col).
 OUTPUT_ID = "customer_id"

@@ -48,7 +48,7 @@ def ensure_synthetic(data_cfg: Mapping[str, Any]) -> Path:
     """Generate the built-in synthetic customers on first use, then reuse the files."""
     path = Path(data_cfg["path"])
     if not path.exists():
-        from eventseg.synthetic import generate_synthetic, write_synthetic
+        from eventseg.data.synthetic import generate_synthetic, write_synthetic
 
         gen = data_cfg.get("synthetic", {}) or {}
         data = generate_synthetic(n_customers=int(gen.get("n_customers", 20_000)), seed=int(gen.get("seed", 0)))

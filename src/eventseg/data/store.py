@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eventseg.artifacts import atomic_path
 from eventseg.data.batch import EARLIER_TIME_FEATURES, EventBatch, earlier_features
 from eventseg.data.encoders import EventEncoders, TimeEncoder, signed_log1p
 from eventseg.data.schema import EventSchema
+from eventseg.run.artifacts import atomic_path
 
 STORE_FORMAT = 2  # 2: `earlier`, the summary of each customer's events beyond max_len
 _PARALLEL_SORT_MIN_ROWS = 1_000_000  # below this a thread pool costs more than it saves

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from eventseg.data.schema import EventSchema
-from eventseg.errors import UserError
+from eventseg.run.errors import UserError
 
 POLICIES = ("fail", "drop")
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from eventseg.audit.disclosure import PRIMARY
-from eventseg.audit.wording import CORRECTION_NAMES, flag_text, grouping_name, p_value
-from eventseg.report.figures import styled_layout, short_name
+from eventseg.report.audit_wording import CORRECTION_NAMES, PRIMARY, flag_text, grouping_name, p_value
+from eventseg.report.figures import short_name, styled_layout
 from eventseg.report.format import MISSING, esc, fixed, integer, interval, number, percent, ratio, words
 from eventseg.report.sections import html_table
 

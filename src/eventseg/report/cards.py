@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from eventseg.report.figures import _broad_order, segment_colors, short_name
-from eventseg.report.format import (MISSING, days, esc, integer, interval, missing, money, percent, ratio,
-                                    words)
+from eventseg.report.figures import broad_by_size, segment_colors, short_name
+from eventseg.report.format import MISSING, days, esc, integer, interval, missing, money, percent, ratio, words
 from eventseg.report.inputs import ReportInputs
 
 BEHAVIOUR = [("visits_per_month", "visits_vs_all", "visits / month", lambda v: f"{float(v):.1f}"),  # as in the names
@@ -153,7 +152,7 @@ def segment_card(inputs: ReportInputs, row: pd.Series, color: str) -> str:
 
 
 def segment_cards(inputs: ReportInputs) -> str:
-    broad = _broad_order(inputs.segments)
+    broad = broad_by_size(inputs.segments)
     colors = segment_colors(broad["segment"])
     return '<div class="cards">' + "".join(segment_card(inputs, row, colors[int(row["segment"])])
                                            for _, row in broad.iterrows()) + "</div>"

@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 
 from eventseg.data.schema import OUTPUT_ID
 from eventseg.report.format import percent, ratio, words
+from eventseg.run.columns import score_columns
 
 MAP_POINTS = 5_000  # a sample this size shows the shape; every point more only adds bytes
 OUTLIER_COLOR = "#9e9e9e"
@@ -45,7 +46,7 @@ def styled_layout(fig: go.Figure, height: int, **kw) -> go.Figure:
     return fig
 
 
-def _broad_order(segments: pd.DataFrame) -> pd.DataFrame:
+def broad_by_size(segments: pd.DataFrame) -> pd.DataFrame:
     """Broad segments, largest first, outliers last."""
     broad = segments[segments["level"] == "broad"] if "level" in segments.columns else segments
     return broad.assign(_out=broad["segment"] < 0).sort_values(["_out", "size"], ascending=[True, False]).drop(columns="_out")
@@ -66,7 +67,7 @@ def visualize_map(ids, matrix, customers: pd.DataFrame, *, max_points: int = MAP
     xy = pca.transform(matrix[take])
     rows = by_id.loc[ids[take]]
     sizes = customers["segment"].value_counts()
-    scores = [c for c in customers.columns if c.startswith("p_")]
+    scores = score_columns(customers.columns, binary=True)
     colors = segment_colors(customers["segment"])
     fig = go.Figure()
     for seg in sorted(colors, key=lambda s: (s < 0, -sizes.get(s, 0))):
@@ -83,9 +84,9 @@ def visualize_map(ids, matrix, customers: pd.DataFrame, *, max_points: int = MAP
                             zip(members["subsegment"].astype(int), members["subsegment_name"].astype(str))], dtype=object)
                   if "subsegment_name" in members else np.full(hit.sum(), "")]
         lines = ["micro-segment: %{customdata[0]}"]
-        for i, col in enumerate(scores, start=1):
-            custom.append(members[col].to_numpy(dtype=float))
-            lines.append(f"{html.escape(words(col[2:]))}: %{{customdata[{i}]:.0%}}")
+        for i, score in enumerate(scores, start=1):
+            custom.append(members[score.name].to_numpy(dtype=float))
+            lines.append(f"{html.escape(words(score.label))}: %{{customdata[{i}]:.0%}}")
         fig.add_trace(go.Scatter(
             x=xy[hit, 0], y=xy[hit, 1], mode="markers", name=short_name(seg, name),
             marker={"size": 4, "color": colors[seg], "opacity": 0.75 if seg >= 0 else 0.6},
@@ -101,7 +102,7 @@ def visualize_map(ids, matrix, customers: pd.DataFrame, *, max_points: int = MAP
 
 def visualize_sizes(segments: pd.DataFrame) -> go.Figure:
     """Customers per broad segment, with their share of everyone."""
-    broad = _broad_order(segments)
+    broad = broad_by_size(segments)
     colors = segment_colors(broad["segment"])
     names = [short_name(s, n) for s, n in zip(broad["segment"], broad["name"])]
     fig = go.Figure(go.Bar(
@@ -115,7 +116,7 @@ def visualize_sizes(segments: pd.DataFrame) -> go.Figure:
 def visualize_profile(segments: pd.DataFrame) -> go.Figure:
     """Each broad segment's behaviour as a ratio to all customers: red above, blue below (log
     scale, so 2× and 0.5× read as equally far from 1×)."""
-    broad = _broad_order(segments)
+    broad = broad_by_size(segments)
     cols = [c for c in PROFILE if c in broad.columns and broad[c].notna().any()]
     values = broad[cols].astype(float).to_numpy()
     z = np.log2(np.clip(values, 1 / 16, 16))
@@ -132,7 +133,7 @@ def visualize_profile(segments: pd.DataFrame) -> go.Figure:
 def visualize_lift(segments: pd.DataFrame) -> go.Figure:
     """Per label, each broad segment's predicted propensity against everyone's (95% interval),
     and beside it the observed lift where the run measured it on held-out customers."""
-    broad = _broad_order(segments)
+    broad = broad_by_size(segments)
     labels = [c[len("lift_"):] for c in broad.columns
               if c.startswith("lift_") and not c.endswith(("_lo", "_hi")) and broad[c].notna().any()]
     if not labels:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from eventseg.artifacts import atomic_path
 from eventseg.report.cards import segment_cards
 from eventseg.report.figures import visualize_lift, visualize_map, visualize_profile, visualize_sizes
 from eventseg.report.format import esc, integer, words
@@ -20,6 +19,8 @@ from eventseg.report.inputs import ReportInputs
 from eventseg.report.monitoring import monitoring_section
 from eventseg.report.quality import visualize_calibration, visualize_gain
 from eventseg.report.sections import candidates_table, run_facts, segments_vs_rfm, stability, verdict_banner
+from eventseg.run.artifacts import atomic_path
+from eventseg.run.layout import RunLayout
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 
@@ -138,7 +139,9 @@ def render(inputs: ReportInputs) -> str:
         parts.append('<h2 id="monitoring">Segments over time</h2>'
                      + monitoring_section(inputs.monitor, inputs.monitor_transitions, inputs.segments, _figure))
     if inputs.audit:
-        from eventseg.report.audit_section import audit_section  # here: eventseg.audit itself imports report.format
+        from eventseg.report.audit_section import (
+            audit_section,  # here: eventseg.apps.audit itself imports report.format
+        )
 
         parts.append('<h2 id="audit">Fairness audit</h2>' + audit_section(inputs.audit, _figure))
     head = (f'<meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -154,14 +157,14 @@ def report_title(data_name) -> str:
 
 def rebuild_run_report(run_dir: str | os.PathLike) -> Path:
     """report.html again from a finished run's files, after a later job (monitor, audit) added its own."""
-    from eventseg.runs import read_manifest, record_rewritten_file
+    from eventseg.run.manifest import read_manifest, record_rewritten_file
 
     run = Path(run_dir)
     cfg = read_manifest(run).get("config") or {}
     inputs = ReportInputs.from_run(run, title=report_title((cfg.get("data") or {}).get("name")),
                                    representation=str(cfg.get("representation") or "embedding"))
-    path = build_report(run / "report.html", inputs)
-    record_rewritten_file(run, "report.html")
+    path = build_report(RunLayout(run).report, inputs)
+    record_rewritten_file(run, RunLayout.report)
     return path
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eventseg.artifacts import read_json_if_exists as _read_json
-from eventseg.predict.selection import BASELINES
-from eventseg.run_summary import run_summary
+from eventseg.propensity.selection import BASELINES
+from eventseg.report.summary import run_summary
+from eventseg.run.artifacts import read_json_if_exists as _read_json
+from eventseg.run.columns import candidate_column, observed_column, probability_column
+from eventseg.run.layout import RunLayout
 
-SUMMARY_FILE = "metrics.json"
 PUBLISHED = " (published)"  # appended to the published candidate's name in legends and tables
 
 
@@ -42,9 +43,9 @@ class ReportInputs:
     segment_metrics: dict | None = None  # η² by segment vs RFM k-means
     propensity_metrics: dict | None = None
     predictions: dict[str, LabelScores] = field(default_factory=dict)
-    monitor: dict | None = None  # monitor/summary.json, after scripts/monitor.py
+    monitor: dict | None = None  # monitor/summary.json, after eventseg monitor
     monitor_transitions: pd.DataFrame | None = None
-    audit: dict | None = None  # audit.json, after scripts/audit.py
+    audit: dict | None = None  # audit.json, after eventseg audit
 
     @property
     def broad(self) -> pd.DataFrame:
@@ -82,21 +83,21 @@ class ReportInputs:
     @classmethod
     def from_run(cls, run_dir: str | Path, *, title: str = "eventseg report",
                  representation: str = "embedding") -> "ReportInputs":
-        run = Path(run_dir)
-        propensity = _read_json(run / "propensity_metrics.json")
+        run = RunLayout(run_dir)
+        propensity = _read_json(run.propensity_metrics)
         ids, matrix = _map_matrix(run, representation)
         return cls(
-            segments=pd.read_parquet(run / "segments.parquet"),
-            customers=pd.read_parquet(run / "customers.parquet"),
+            segments=pd.read_parquet(run.segments),
+            customers=pd.read_parquet(run.customers),
             title=title, representation=representation, ids=ids, matrix=matrix,
             summary=_summary(run, representation),
-            cluster_metrics=_read_json(run / "cluster_metrics.json") or {},
-            segment_metrics=_read_json(run / "segment_metrics.json"),
+            cluster_metrics=_read_json(run.cluster_metrics) or {},
+            segment_metrics=_read_json(run.segment_metrics),
             propensity_metrics=propensity,
-            predictions=_test_predictions(run / "propensity_scores.parquet", propensity),
-            monitor=_read_json(run / "monitor" / "summary.json"),
-            monitor_transitions=_read_parquet_if_exists(run / "monitor" / "transitions.parquet"),
-            audit=_read_json(run / "audit.json"),
+            predictions=_test_predictions(run.propensity_scores, propensity),
+            monitor=_read_json(run.monitor_summary),
+            monitor_transitions=_read_parquet_if_exists(run.monitor_transitions),
+            audit=_read_json(run.audit),
         )
 
 
@@ -104,22 +105,22 @@ def _read_parquet_if_exists(path: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 
-def _summary(run: Path, representation: str) -> dict | None:
+def _summary(run: RunLayout, representation: str) -> dict | None:
     """metrics.json; a run written before it existed gets the same summary built from its files."""
-    summary = _read_json(run / SUMMARY_FILE)
+    summary = _read_json(run.metrics)
     if summary is not None:
         return summary
-    return run_summary(run, data_name=None, objective=None, representation=representation, horizon_days=None)
+    return run_summary(run.root, data_name=None, objective=None, representation=representation, horizon_days=None)
 
 
-def _map_matrix(run: Path, representation: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _map_matrix(run: RunLayout, representation: str) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The matrix that was clustered: the hybrid representation when the run used it."""
-    from eventseg.embed import load_embeddings
+    from eventseg.embedding.embed import load_embeddings
 
-    names = ["representation.parquet", "embeddings.parquet"] if representation == "hybrid" else ["embeddings.parquet"]
-    for name in names:
-        if (run / name).exists():
-            ids, matrix = load_embeddings(run / name)
+    paths = [run.representation, run.embeddings] if representation == "hybrid" else [run.embeddings]
+    for path in paths:
+        if path.exists():
+            ids, matrix = load_embeddings(path)
             return np.asarray(ids), matrix
     return None, None
 
@@ -133,13 +134,14 @@ def _test_predictions(path: Path, metrics: dict | None) -> dict[str, LabelScores
     test = scores[scores["split"] == "test"] if "split" in scores.columns else scores
     out = {}
     for label in (metrics.get("labels") or {}).get("binary") or []:
-        if f"y__{label}" not in test.columns:
+        if observed_column(label) not in test.columns:
             continue
         published = ((metrics.get("outcomes") or {}).get(label) or {}).get("selected")
-        known = test[f"y__{label}"].notna().to_numpy()
-        shown = [m for m in dict.fromkeys([published, "heads", *BASELINES]) if m and f"{m}__p_{label}" in test.columns]
+        known = test[observed_column(label)].notna().to_numpy()
+        own = {m: candidate_column(m, probability_column(label)) for m in dict.fromkeys([published, "heads", *BASELINES]) if m}
+        shown = [m for m, col in own.items() if col in test.columns]
         out[label] = LabelScores(
-            y=test.loc[known, f"y__{label}"].to_numpy(dtype=float),
-            scores={m + (PUBLISHED if m == published else ""): test.loc[known, f"{m}__p_{label}"].to_numpy(dtype=float)
+            y=test.loc[known, observed_column(label)].to_numpy(dtype=float),
+            scores={m + (PUBLISHED if m == published else ""): test.loc[known, own[m]].to_numpy(dtype=float)
                     for m in shown})
     return out

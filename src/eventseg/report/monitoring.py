@@ -1,4 +1,4 @@
-"""The monitoring section (after scripts/monitor.py): how many customers changed segment each
+"""The monitoring section (after eventseg monitor): how many customers changed segment each
 period beside the RFM baseline, where they went, what drifted, how the frozen heads did against
 what happened, and whether a refresh is recommended."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from eventseg.report.figures import styled_layout, short_name
+from eventseg.report.figures import short_name, styled_layout
 from eventseg.report.format import esc, fixed, integer, percent, signed, words
 from eventseg.report.sections import html_table
 

@@ -4,7 +4,7 @@ segments explain outcomes better than RFM groups, and how stable they are."""
 
 from __future__ import annotations
 
-from eventseg.predict.selection import BASELINES
+from eventseg.propensity.selection import BASELINES
 from eventseg.report.format import MISSING, esc, fixed, integer, interval, missing, number, percent, signed, words
 from eventseg.report.inputs import ReportInputs
 
