@@ -54,12 +54,13 @@ def prepared_data(cfg: DictConfig) -> PreparedData:
     return PreparedData.load(prepared_dir)  # memory-mapped: workers and ranks share pages
 
 
-def build_model(cfg: DictConfig, prepared: PreparedData) -> L.LightningModule:
+def build_model(cfg_model, cfg_objective, prepared: PreparedData) -> L.LightningModule:
+    """The training module from the `model` and `objective` config groups and the prepared data's encoders."""
     from eventseg.training.module import SequenceEncoderModule
 
-    options = OmegaConf.to_container(cfg.model, resolve=True)
+    options = dict(plain(cfg_model))
     options.pop("name", None)
-    objective = OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else {}
+    objective = plain(cfg_objective) or {}
     return SequenceEncoderModule(
         feature_spec=prepared.encoders.feature_spec.to_dict(),
         data_state=data_state(prepared.encoders, prepared.store.max_len),
@@ -106,8 +107,9 @@ def _check_resume(ckpt_path: str, identity: dict) -> None:
                               "resume only the run that wrote it, with the same data and settings, or drop ckpt_path")
 
 
-def checkpoint_dir(cfg: DictConfig) -> Path | None:
-    mc = (cfg.get("callbacks") or {}).get("model_checkpoint")
+def checkpoint_dir(cfg_callbacks) -> Path | None:
+    """Where the model-checkpoint callback writes while training runs (None without one)."""
+    mc = (cfg_callbacks or {}).get("model_checkpoint")
     return Path(mc.dirpath) if mc and mc.get("dirpath") else None
 
 
@@ -116,9 +118,9 @@ BUDGET_DEFAULTS = {"auto": True, "batch_size": 256, "epochs": 10, "min_steps": 1
                    "min_batches_per_epoch": 50, "min_batch_size": 32}
 
 
-def budget_options(cfg: DictConfig) -> dict:
+def budget_options(cfg_budget) -> dict:
     """trainer_budget with defaults filled in; a bad value is a ConfigError before any work."""
-    options = {**BUDGET_DEFAULTS, **(plain(cfg.get("trainer_budget")) or {})}
+    options = {**BUDGET_DEFAULTS, **(plain(cfg_budget) or {})}
     unknown = set(options) - set(BUDGET_DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown trainer_budget keys {sorted(unknown)}; known: {sorted(BUDGET_DEFAULTS)}")
@@ -171,7 +173,7 @@ def training_budget(cfg: DictConfig, n_train: int, world: int = 1) -> dict:
     ones are trainer_budget.batch_size and .epochs, as they are. Early stopping still ends training
     sooner (see BaselineEarlyStopping).
     """
-    options = budget_options(cfg)
+    options = budget_options(cfg.get("trainer_budget"))
     loader, trainer_cfg = cfg.get("loader") or {}, cfg.get("trainer") or {}
     n = max(1, int(n_train))
     batch, epochs = loader.get("batch_size"), trainer_cfg.get("max_epochs")
@@ -226,7 +228,7 @@ def train(cfg: DictConfig, prepared: PreparedData | None = None, *, prepared_dir
     training (last.ckpt: the resume point of an interrupted run, `ckpt_path=`).
     """
     check_training_config(cfg)
-    budget_options(cfg)
+    budget_options(cfg.get("trainer_budget"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     prepared = prepared if prepared is not None else prepared_data(cfg)
     prepared_dir = Path(prepared_dir) if prepared_dir is not None else RunLayout(cfg.out_dir).prepared
@@ -235,12 +237,12 @@ def train(cfg: DictConfig, prepared: PreparedData | None = None, *, prepared_dir
     budget = training_budget(cfg, int((prepared.splits == TRAIN).sum()), world_size(cfg.get("trainer")))
     cfg = _with_budget(cfg, budget)
     identity = train_identity(cfg, stored_as["prepared"] if stored_as else "in-memory")
-    ckpt_dir = checkpoint_dir(cfg)
+    ckpt_dir = checkpoint_dir(cfg.get("callbacks"))
     if cfg.get("ckpt_path"):
         _check_resume(str(cfg.ckpt_path), identity)
     elif ckpt_dir is not None and ckpt_dir.exists() and not is_launcher_child():
         shutil.rmtree(ckpt_dir)  # this run's own folder: a fresh training replaces it, never best-v1.ckpt
-    model = build_model(cfg, prepared)
+    model = build_model(cfg.model, cfg.get("objective"), prepared)
     datamodule = EventDataModule(prepared.store, prepared.splits, seed=cfg.seed, **cfg.loader)
     constant: dict = {}
     head = getattr(model, "future_head", None)
