@@ -1,5 +1,9 @@
 """SegmentClusterer settings: the checks that name a bad value before any work, and the
-arguments read from the `cluster` config group."""
+arguments read from the `cluster` config group.
+
+Why not scikit-learn's `_parameter_constraints`: its validation lives in the private module
+`sklearn.utils._param_validation` (no stability promise for estimators outside scikit-learn),
+and its messages name the type, not the config key and the fix that a user of the command needs."""
 
 from __future__ import annotations
 
